@@ -1,0 +1,53 @@
+"""cachewise: caching with Redis-compatible servers, done right.
+
+>>> from cachewise import Cache
+>>> cache = Cache()                       # CACHEWISE_URL, else a private embedded Valkey
+>>> cache.set("product:42", {"id": 42}, ttl=300)
+"""
+
+from .cache import MISSING, Cache
+from .decorator import AsyncCachedFunction, CachedFunction
+from .errors import (
+    CachewiseError,
+    ConfigurationError,
+    EmbeddedServerError,
+    InvalidationError,
+    InvalidKeyError,
+    InvalidTTLError,
+    KeyTemplateError,
+    SerializationError,
+    ServerNotFoundError,
+    TTLRequiredError,
+)
+from .serializers import JsonSerializer, MsgpackSerializer, Serializer
+from .server.embedded import EmbeddedServer
+from .stats import CacheStats, Counters
+from .ttl import AlignedTTL, until_next
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MISSING",
+    "AlignedTTL",
+    "AsyncCachedFunction",
+    "Cache",
+    "CacheStats",
+    "CachedFunction",
+    "CachewiseError",
+    "ConfigurationError",
+    "Counters",
+    "EmbeddedServer",
+    "EmbeddedServerError",
+    "InvalidKeyError",
+    "InvalidTTLError",
+    "InvalidationError",
+    "JsonSerializer",
+    "KeyTemplateError",
+    "MsgpackSerializer",
+    "SerializationError",
+    "Serializer",
+    "ServerNotFoundError",
+    "TTLRequiredError",
+    "__version__",
+    "until_next",
+]

@@ -1,0 +1,156 @@
+"""``@cache.cached(...)``: cache-aside for ``def`` and ``async def`` functions and methods.
+
+The wrapper builds the call's key with :class:`~cachewise.keys.CallKey` and hands the rest to the cache's
+cache-aside path, so a decorated function behaves exactly like ``cache.get_or_set``.  It exposes
+``.key_for(...)``, ``.invalidate(...)`` (sync functions) / ``.ainvalidate(...)`` (async functions), and
+``.invalidate_all()`` when every key of the function falls in one version group.  On a method, access through an
+instance binds ``self``: ``obj.method.invalidate(42)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from .errors import ConfigurationError
+from .keys import CallKey
+from .ttl import TTLLike, check_jitter, resolve_ttl_ms
+
+if TYPE_CHECKING:
+    from .cache import Cache
+
+__all__ = ["AsyncCachedFunction", "CachedDecorator", "CachedFunction"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class CachedDecorator:
+    """What ``cache.cached(...)`` returns: apply it to a function."""
+
+    def __init__(
+        self,
+        cache: Cache,
+        *,
+        ttl: TTLLike | None,
+        key: str | None,
+        tags: tuple[str, ...],
+        jitter: float | None,
+    ) -> None:
+        resolve_ttl_ms(ttl, cache.default_ttl, where="@cache.cached(...)")  # no TTL: fail at decoration
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ConfigurationError(f"key= must be a non-empty template string, got {key!r}")
+        self.cache = cache
+        self.ttl = ttl
+        self.key = key
+        self.tags = tags
+        self.jitter = None if jitter is None else check_jitter(jitter)
+
+    def __call__(self, fn: Callable[P, R]) -> CachedFunction[P, R]:
+        if isinstance(fn, (staticmethod, classmethod)):
+            raise ConfigurationError(
+                "put @cache.cached(...) below @staticmethod/@classmethod, so that it wraps the function itself"
+            )
+        kind = AsyncCachedFunction if inspect.iscoroutinefunction(fn) else CachedFunction
+        return kind(self, fn)
+
+
+class CachedFunction(Generic[P, R]):
+    """A cached ``def``; call it as the original function."""
+
+    def __init__(self, spec: CachedDecorator, fn: Callable[P, R], bound_to: Any = None) -> None:
+        self._spec = spec
+        self._fn = fn
+        self._cache = spec.cache
+        self._call_key = CallKey(fn, spec.key, spec.tags)
+        self._scope = self._cache._scope(self._call_key.name)
+        self._self = bound_to
+        functools.update_wrapper(self, fn)
+
+    # -- keys -------------------------------------------------------------------------------------------------
+    def _args(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return args if self._self is None else (self._self, *args)
+
+    def _key_and_tags(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        arguments = self._call_key.bind(self._args(args), kwargs)
+        return self._call_key.key(arguments), self._call_key.tags(arguments)
+
+    def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The cache key (without the namespace) of a call with these arguments."""
+        return self._key_and_tags(args, kwargs)[0]
+
+    @property
+    def group(self) -> str | None:
+        """The version group of every key of this function, when there is one."""
+        return self._call_key.group
+
+    def _group_or_error(self) -> str:
+        group = self._call_key.group
+        if group is None:
+            raise ConfigurationError(
+                f"the keys of {self._call_key.name} (template {self._spec.key!r}) do not share a fixed first "
+                "segment; give them a tag and call cache.invalidate_tags(tag) instead"
+            )
+        return group
+
+    # -- calls ------------------------------------------------------------------------------------------------
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        key, tags = self._key_and_tags(args, kwargs)
+        fn, full = self._fn, self._args(args)
+        spec = self._spec
+        return self._cache._get_or_load(
+            key, lambda: fn(*full, **kwargs), spec.ttl, tags, spec.jitter, self._scope, self._call_key.name
+        )
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Delete the cached result of a call with these arguments; True when there was one."""
+        return self._cache.delete(self.key_for(*args, **kwargs))
+
+    def invalidate_all(self) -> None:
+        """Make every cached result of this function a miss (a version bump of its key group)."""
+        self._cache.bump_version(self._group_or_error())
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return self._bind(instance)
+
+    def _bind(self, instance: Any) -> CachedFunction[P, R]:
+        bound = object.__new__(type(self))
+        bound.__dict__.update(self.__dict__)
+        bound._self = instance
+        return bound
+
+    def __repr__(self) -> str:
+        return f"<cached {self._call_key.name} in {self._cache!r}>"
+
+
+class AsyncCachedFunction(CachedFunction[P, R]):
+    """A cached ``async def``; await it as the original coroutine function."""
+
+    def __init__(self, spec: CachedDecorator, fn: Callable[P, R], bound_to: Any = None) -> None:
+        super().__init__(spec, fn, bound_to)
+        # Frameworks (FastAPI, Starlette, asyncio) must see a coroutine function.
+        if hasattr(inspect, "markcoroutinefunction"):
+            inspect.markcoroutinefunction(self)
+        else:  # Python < 3.12
+            self._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
+        key, tags = self._key_and_tags(args, kwargs)
+        fn, full = self._fn, self._args(args)
+        spec = self._spec
+        return await self._cache._aget_or_load(
+            key, lambda: fn(*full, **kwargs), spec.ttl, tags, spec.jitter, self._scope, self._call_key.name
+        )
+
+    async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Delete the cached result of a call with these arguments; True when there was one."""
+        return await self._cache.adelete(self.key_for(*args, **kwargs))
+
+    async def ainvalidate_all(self) -> None:
+        """Make every cached result of this function a miss."""
+        await self._cache.abump_version(self._group_or_error())

@@ -1,0 +1,44 @@
+"""What the cache does when the server fails: count, log without flooding, carry on.
+
+A read that fails is a miss, a write that fails is skipped; the application gets the loader's answer either way
+(the cache is an optimisation, never the source of truth).  Invalidations that fail raise
+:class:`~cachewise.errors.InvalidationError` instead, because a lost invalidation means stale data.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from redis.exceptions import RedisError
+
+__all__ = ["SERVER_ERRORS", "ErrorLog"]
+
+#: Exceptions that mean "the server could not do it": the cache fails open on these.
+SERVER_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+log = logging.getLogger("cachewise")
+
+
+class ErrorLog:
+    """Logs server errors at most once per ``interval`` seconds per kind, with the count of those held back."""
+
+    def __init__(self, interval: float = 10.0, logger: logging.Logger = log) -> None:
+        self.interval = interval
+        self.logger = logger
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def error(self, operation: str, exc: BaseException, *, level: int = logging.WARNING) -> None:
+        kind = f"{operation}:{type(exc).__name__}"
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(kind, -1e9) < self.interval:
+                self._held[kind] = self._held.get(kind, 0) + 1
+                return
+            self._last[kind] = now
+            held = self._held.pop(kind, 0)
+        more = f" ({held} more like it since the last message)" if held else ""
+        self.logger.log(level, "cache %s failed, carrying on without the cache: %s%s", operation, exc, more)

@@ -1,0 +1,114 @@
+"""Counters of what the cache did, per namespace and per cached function.
+
+Counting is pure bookkeeping (no I/O); :meth:`cachewise.Cache.stats` returns a snapshot.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = ["CacheStats", "Counters", "StatsRegistry"]
+
+
+@dataclass
+class Counters:
+    """What happened in one scope (a namespace, or one cached function)."""
+
+    hits: int = 0
+    misses: int = 0
+    #: Values under our key that were not a cachewise entry we can read (foreign, corrupt, other serializer).
+    invalid: int = 0
+    sets: int = 0
+    deletes: int = 0
+    #: Server errors (the operation failed open: a read became a miss, a write was skipped).
+    errors: int = 0
+    loads: int = 0
+    load_seconds: float = 0.0
+    roundtrips: int = 0
+    roundtrip_seconds: float = 0.0
+
+    @property
+    def hit_ratio(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    @property
+    def mean_load_ms(self) -> float:
+        return 1000 * self.load_seconds / self.loads if self.loads else 0.0
+
+    @property
+    def mean_roundtrip_ms(self) -> float:
+        return 1000 * self.roundtrip_seconds / self.roundtrips if self.roundtrips else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(hit_ratio=self.hit_ratio, mean_load_ms=self.mean_load_ms, mean_roundtrip_ms=self.mean_roundtrip_ms)
+        return out
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """A snapshot: the namespace's totals and one :class:`Counters` per cached function."""
+
+    namespace: str
+    total: Counters
+    functions: dict[str, Counters] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "total": self.total.as_dict(),
+            "functions": {name: c.as_dict() for name, c in self.functions.items()},
+        }
+
+
+_FIELDS = frozenset(f.name for f in fields(Counters))
+
+
+class StatsRegistry:
+    """Thread-safe counters for a namespace and its functions."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._total = Counters()
+        self._functions: dict[str, Counters] = {}
+        self._lock = threading.Lock()
+
+    def scope(self, name: str | None) -> Counters | None:
+        """The counters of a function (created on first use); None for the namespace alone."""
+        if name is None:
+            return None
+        with self._lock:
+            return self._functions.setdefault(name, Counters())
+
+    def add(self, scope: Counters | None, name: str, amount: float = 1) -> None:
+        """Add ``amount`` to counter ``name`` of the namespace, and of ``scope`` when given."""
+        with self._lock:
+            setattr(self._total, name, getattr(self._total, name) + amount)
+            if scope is not None:
+                setattr(scope, name, getattr(scope, name) + amount)
+
+    def roundtrip(self, scope: Counters | None, seconds: float) -> None:
+        with self._lock:
+            total = self._total
+            total.roundtrips += 1
+            total.roundtrip_seconds += seconds
+            if scope is not None:
+                scope.roundtrips += 1
+                scope.roundtrip_seconds += seconds
+
+    def snapshot(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(
+                namespace=self.namespace,
+                total=Counters(**asdict(self._total)),
+                functions={n: Counters(**asdict(c)) for n, c in self._functions.items()},
+            )
+
+    def reset(self) -> None:
+        with self._lock:
+            self._total = Counters()
+            for name in self._functions:
+                self._functions[name] = Counters()
