@@ -116,7 +116,12 @@ class Cache:
         except Exception as exc:  # foreign, corrupt, truncated or other-format value: a miss, never an error
             stats.add(scope, "invalid")
             stats.add(scope, "misses")
-            self._errors.error("read (unreadable value, will be replaced)", exc, level=logging.INFO)
+            self._errors.log(
+                "invalid",
+                f"unreadable value under a key of namespace {self.namespace!r} ({exc}): "
+                "treated as a miss, it will be replaced",
+                logging.INFO,
+            )
             return MISSING
         stats.add(scope, "hits")
         return value

@@ -31,8 +31,12 @@ class ErrorLog:
         self._held: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def error(self, operation: str, exc: BaseException, *, level: int = logging.WARNING) -> None:
-        kind = f"{operation}:{type(exc).__name__}"
+    def error(self, operation: str, exc: BaseException) -> None:
+        """A server error the cache carried on after."""
+        self.log(f"{operation}:{type(exc).__name__}", f"cache {operation} failed, carrying on without the cache: {exc}")
+
+    def log(self, kind: str, message: str, level: int = logging.WARNING) -> None:
+        """Log ``message`` unless one of the same ``kind`` was logged less than ``interval`` seconds ago."""
         now = time.monotonic()
         with self._lock:
             if now - self._last.get(kind, -1e9) < self.interval:
@@ -41,4 +45,4 @@ class ErrorLog:
             self._last[kind] = now
             held = self._held.pop(kind, 0)
         more = f" ({held} more like it since the last message)" if held else ""
-        self.logger.log(level, "cache %s failed, carrying on without the cache: %s%s", operation, exc, more)
+        self.logger.log(level, "%s%s", message, more)

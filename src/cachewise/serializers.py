@@ -3,7 +3,8 @@
 * :class:`JsonSerializer` (the default, on orjson) stores what JSON can express, and brings back ``datetime``,
   ``date``, ``time``, ``Decimal``, ``bytes``, ``set`` and ``frozenset`` with their types (a tagged object
   ``{"__cw__": kind, "v": ...}``; the decoder only walks a payload that contains the tag).  Like JSON itself it
-  returns tuples as lists, ``UUID`` and ``Enum`` members as their values, dataclasses as dicts.
+  returns tuples as lists, ``UUID`` and ``Enum`` members as their values, dataclasses as dicts; an aware
+  ``datetime`` comes back with its fixed UTC offset (a ``ZoneInfo`` name is not kept).
 * :class:`MsgpackSerializer` (``pip install cachewise[msgpack]``) is more compact, with the same type rules.
 
 A serializer has a one-byte ``code`` written into each entry's header, so a value written by another serializer
@@ -115,7 +116,8 @@ class JsonSerializer:
             cause = exc.__cause__
             if isinstance(cause, SerializationError):
                 raise cause from None
-            raise SerializationError(f"cannot store this value as JSON: {exc}") from exc
+            hint = " (store big integers as str)" if "64-bit" in str(exc) else ""
+            raise SerializationError(f"cannot store this value as JSON: {exc}{hint}") from exc
 
     def loads(self, data: bytes) -> Any:
         value = orjson.loads(data)

@@ -10,6 +10,7 @@ local hlen = tonumber(string.sub(raw, 5, 8), 16)
 if not hlen then return raw end
 local next_token = string.gmatch(string.sub(raw, 9, 8 + hlen), '%S+')
 local ns_version, group_version = next_token(), next_token()
+if not group_version then return raw end -- corrupt header: the client counts it and replaces it
 local current = redis.call('MGET', KEYS[2], KEYS[3])
 if current[1] ~= ns_version or current[2] ~= group_version then return false end
 next_token() -- written at

@@ -1,0 +1,109 @@
+"""Server fixtures for the whole suite: a real embedded Valkey, and the system Redis when there is one.
+
+Server-facing tests take ``server_url`` and run once per server kind.  The embedded Valkey is started by the suite
+itself, so the suite passes on a machine with no server installed.  The system Redis (``CACHEWISE_TEST_REDIS``,
+default ``redis://127.0.0.1:6379/0``) is used when it answers; in CI (``CI=true``) a missing one is a failure.
+
+Each test gets its own namespace; at teardown every key in it must have a TTL (the seed's §5 rule, checked after
+every test), and the keys are removed so that a shared server is left as it was found.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from cachewise import Cache
+from cachewise.server.embedded import EmbeddedServer
+
+SYSTEM_REDIS = os.environ.get("CACHEWISE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SERVER_KINDS = ("embedded", "redis")
+
+
+def _reachable(url: str) -> str | None:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def embedded_url() -> Iterator[str]:
+    with EmbeddedServer() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    problem = _reachable(SYSTEM_REDIS)
+    if problem is not None:
+        message = f"system Redis at {SYSTEM_REDIS} is unreachable ({problem})"
+        if IN_CI:
+            pytest.fail(message + "; in CI every server must be up (.ci/run starts it)")
+        pytest.skip(message)
+    return SYSTEM_REDIS
+
+
+@pytest.fixture(params=SERVER_KINDS, scope="session")
+def server_url(request: pytest.FixtureRequest) -> str:
+    """A real server's URL: once the embedded Valkey, once the system Redis."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+def keys_without_ttl(url: str, namespace: str) -> list[str]:
+    """Keys of ``namespace`` on the server that would live forever."""
+    client = redis.Redis.from_url(url)
+    try:
+        return [k.decode() for k in client.scan_iter(match=f"{namespace}:*", count=1000) if client.pttl(k) < 0]
+    finally:
+        client.close()
+
+
+def drop_namespace(url: str, namespace: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        if keys:
+            client.unlink(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def unique_namespace(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace; afterwards every key in it must have a TTL, and the keys are removed."""
+    namespace = f"cwtest-{uuid.uuid4().hex[:12]}"
+    yield namespace
+    if "server_url" in request.fixturenames:
+        url = request.getfixturevalue("server_url")
+        try:
+            offenders = keys_without_ttl(url, namespace)
+        finally:
+            drop_namespace(url, namespace)
+        assert not offenders, f"keys written without a TTL: {offenders}"
+
+
+@pytest.fixture
+def cache(server_url: str, unique_namespace: str) -> Iterator[Cache]:
+    """A Cache on each server kind, in a fresh namespace."""
+    with Cache(server_url, namespace=unique_namespace) as c:
+        yield c
+
+
+@pytest.fixture
+def raw(server_url: str) -> Iterator[redis.Redis]:
+    """A plain redis-py client on the same server, to look at what cachewise stored."""
+    client = redis.Redis.from_url(server_url)
+    yield client
+    client.close()

@@ -1,0 +1,37 @@
+"""Server URLs: pure logic, no server."""
+
+from __future__ import annotations
+
+import pytest
+
+from cachewise.errors import ConfigurationError
+from cachewise.server.urls import parse_url, redact
+
+
+def test_default_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CACHEWISE_URL", raising=False)
+    assert parse_url(None).embedded
+    monkeypatch.setenv("CACHEWISE_URL", "redis://127.0.0.1:6379/2")
+    assert parse_url(None).scheme == "redis"
+
+
+def test_embedded_directory() -> None:
+    assert parse_url("embedded://").directory is None
+    assert parse_url("embedded:///var/cache/cw").directory == "/var/cache/cw"
+    with pytest.raises(ConfigurationError, match="three slashes"):
+        parse_url("embedded://relative")
+
+
+@pytest.mark.parametrize("url", ["http://x", "redis://", "unix://", "memcached://h:1", 5])
+def test_bad_urls(url: object) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_url(url)  # type: ignore[arg-type]
+
+
+def test_redact() -> None:
+    assert redact("redis://user:pa55@host:6379/0") == "redis://user:***@host:6379/0"
+    assert redact("rediss://:pa55@host/1") == "rediss://:***@host/1"
+    assert redact("redis://host:6379") == "redis://host:6379"
+    with pytest.raises(ConfigurationError) as info:
+        parse_url("mysql://root:pa55@db/x")
+    assert "pa55" not in str(info.value)
