@@ -377,3 +377,34 @@ def test_threads_and_processes_share_one_server(server_url: str, unique_namespac
     assert outputs == ["0", "0", "0"]
     with Cache(server_url, namespace=unique_namespace) as cache:
         assert all(cache.get(f"item:{i}") == {"i": i} for i in range(25))
+
+
+def test_ttl_and_clear_stay_in_the_namespace(server_url: str, unique_namespace: str) -> None:
+    from tests.conftest import drop_namespace
+
+    other = unique_namespace + "-other"
+    with Cache(server_url, namespace=unique_namespace) as a, Cache(server_url, namespace=other) as b:
+        try:
+            a.set("k", 1, ttl=30, tags=("t",))
+            b.set("k", 2, ttl=30)
+            left = a.ttl("k")
+            assert left is not None and 29 < left <= 30
+            assert a.ttl("absent") is None
+            assert a.clear() == 4  # the entry, two version counters, one tag counter
+            assert a.get("k", MISSING) is MISSING and b.get("k") == 2
+        finally:
+            drop_namespace(server_url, other)
+
+
+async def test_attl(cache: Cache) -> None:
+    await cache.aset("k", 1, ttl=10)
+    left = await cache.attl("k")
+    assert left is not None and 9 < left <= 10
+
+
+def test_invalidations_report_whether_anything_was_cached(cache: Cache) -> None:
+    assert cache.bump_version("product") == 0
+    assert cache.invalidate_tags("a", "b") == 0
+    cache.set("product:1", 1, ttl=30, tags=("a",))
+    assert cache.bump_version("product") == 1
+    assert cache.invalidate_tags("a", "b") == 1

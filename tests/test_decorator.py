@@ -288,3 +288,40 @@ async def test_many_concurrent_tasks_get_the_same_answer(cache: Cache) -> None:
 
     results = await asyncio.gather(*(slow(i % 5) for i in range(200)))
     assert results == [i % 5 for i in range(200)]
+
+
+def test_write_through_uses_the_functions_key_ttl_and_tags(cache: Cache) -> None:
+    calls: list[int] = []
+
+    @cache.cached(ttl=120, key="product:{pid}", tags=("products",))
+    def get_product(pid: int) -> dict[str, int]:
+        calls.append(pid)
+        return {"id": pid, "price": 1}
+
+    assert get_product.set({"id": 7, "price": 2}, 7) is True
+    assert get_product(7) == {"id": 7, "price": 2} and calls == []
+    left = cache.ttl("product:7")
+    assert left is not None and 110 < left <= 120
+    cache.invalidate_tags("products")
+    assert get_product(7) == {"id": 7, "price": 1} and calls == [7]
+
+
+async def test_async_write_through(cache: Cache) -> None:
+    @cache.cached(ttl=60, key="p:{pid}")
+    async def get_p(pid: int) -> int:
+        return 0
+
+    assert await get_p.aset(5, pid=1) is True
+    assert await get_p(1) == 5
+
+
+def test_reset_stats_keeps_function_counters_live(cache: Cache) -> None:
+    @cache.cached(ttl=60)
+    def f(x: int) -> int:
+        return x
+
+    f(1)
+    cache.reset_stats()
+    f(1)
+    name = f"{__name__}.test_reset_stats_keeps_function_counters_live.<locals>.f"
+    assert cache.stats().functions[name].hits == 1

@@ -263,14 +263,50 @@ class Cache:
         self._store(self._write_call(key, value, ttl, tags, jitter, where), scope)
         return value
 
-    def bump_version(self, group: str | None = None) -> None:
+    def bump_version(self, group: str | None = None) -> int:
         """Make every key of ``group`` (its first ``:`` segment, e.g. ``"product"``) a miss at once; with no
-        group, every key of the namespace.  One ``INCR``, no SCAN."""
-        self._invalidate(store.bump(self._counters(group)), "bump_version")
+        group, every key of the namespace.  One ``INCR``, no SCAN.  Returns 0 when nothing was cached under it."""
+        return int(self._invalidate(store.bump(self._counters(group)), "bump_version"))
 
-    def invalidate_tags(self, *tags: str) -> None:
-        """Make every entry written with any of ``tags`` a miss at once."""
-        self._invalidate(store.bump(self._tag_counters(tags)), "invalidate_tags")
+    def invalidate_tags(self, *tags: str) -> int:
+        """Make every entry written with any of ``tags`` a miss at once; returns how many of the tags were in use."""
+        return int(self._invalidate(store.bump(self._tag_counters(tags)), "invalidate_tags"))
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds until ``key`` expires on the server; None when it is not there (or the server is not)."""
+        try:
+            left = self._sync.pttl(self.keyspace.entry(key))
+        except SERVER_ERRORS as exc:
+            self._failed("ttl", exc, None)
+            return None
+        return left / 1000 if left >= 0 else None
+
+    def clear(self) -> int:
+        """Delete every key of this namespace (SCAN + UNLINK in batches); returns how many were deleted.
+
+        O(number of keys), unlike :meth:`bump_version`, which makes them all misses with one command: use this to
+        free the memory (tests, a demo, a namespace being retired), not to invalidate.
+        """
+        deleted = 0
+        try:
+            for batch in self._scan_batches(self._sync.scan_iter(match=self.keyspace.pattern, count=1000)):
+                deleted += int(self._sync.unlink(*batch))
+        except SERVER_ERRORS as exc:
+            self._failed("clear", exc, None)
+            raise InvalidationError(f"clear() did not finish ({type(exc).__name__}: {exc}): retry") from exc
+        return deleted
+
+    def _scan_batches(self, keys: Iterable[bytes], size: int = 500) -> Iterable[list[bytes]]:
+        batch: list[bytes] = []
+        for key in keys:
+            if not self.keyspace.owns(key.decode(errors="replace")):  # never touch another namespace
+                continue
+            batch.append(key)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     # -- async ---------------------------------------------------------------------------------------------
     async def _acall(self, call: store.Call, scope: Counters | None) -> Any:
@@ -376,13 +412,22 @@ class Cache:
         await self._astore(self._write_call(key, value, ttl, tags, jitter, where), scope)
         return value  # type: ignore[no-any-return]
 
-    async def abump_version(self, group: str | None = None) -> None:
+    async def abump_version(self, group: str | None = None) -> int:
         """Async :meth:`bump_version`."""
-        await self._ainvalidate(store.bump(self._counters(group)), "bump_version")
+        return int(await self._ainvalidate(store.bump(self._counters(group)), "bump_version"))
 
-    async def ainvalidate_tags(self, *tags: str) -> None:
+    async def ainvalidate_tags(self, *tags: str) -> int:
         """Async :meth:`invalidate_tags`."""
-        await self._ainvalidate(store.bump(self._tag_counters(tags)), "invalidate_tags")
+        return int(await self._ainvalidate(store.bump(self._tag_counters(tags)), "invalidate_tags"))
+
+    async def attl(self, key: str) -> float | None:
+        """Async :meth:`ttl`."""
+        try:
+            left = await self.connection.async_client().pttl(self.keyspace.entry(key))
+        except SERVER_ERRORS as exc:
+            self._failed("ttl", exc, None)
+            return None
+        return left / 1000 if left >= 0 else None
 
     # -- decorator, stats, life cycle ------------------------------------------------------------------------
     def cached(

@@ -109,6 +109,15 @@ class CachedFunction(Generic[P, R]):
         """Delete the cached result of a call with these arguments; True when there was one."""
         return self._cache.delete(self.key_for(*args, **kwargs))
 
+    def set(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Write-through: store ``value`` as the result of a call with these arguments, with this function's TTL
+        and tags (after writing the database, so that the next call needs no load)."""
+        key, tags = self._key_and_tags(args, kwargs)
+        spec = self._spec
+        return self._cache._store(
+            self._cache._write_call(key, value, spec.ttl, tags, spec.jitter, self._call_key.name), self._scope
+        )
+
     def invalidate_all(self) -> None:
         """Make every cached result of this function a miss (a version bump of its key group)."""
         self._cache.bump_version(self._group_or_error())
@@ -145,6 +154,14 @@ class AsyncCachedFunction(CachedFunction[P, R]):
         spec = self._spec
         return await self._cache._aget_or_load(
             key, lambda: fn(*full, **kwargs), spec.ttl, tags, spec.jitter, self._scope, self._call_key.name
+        )
+
+    async def aset(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Async :meth:`set` (write-through)."""
+        key, tags = self._key_and_tags(args, kwargs)
+        spec = self._spec
+        return await self._cache._astore(
+            self._cache._write_call(key, value, spec.ttl, tags, spec.jitter, self._call_key.name), self._scope
         )
 
     async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:

@@ -56,6 +56,8 @@ class KeySpace:
     namespace_version: str = field(init=False)
     #: Prefix of the tag counters; the Lua read appends a tag's token to it.
     tag_prefix: str = field(init=False)
+    #: A SCAN ``MATCH`` pattern for every key of the namespace.
+    pattern: str = field(init=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.namespace, str) or not _NAMESPACE_RE.match(self.namespace):
@@ -68,6 +70,7 @@ class KeySpace:
         object.__setattr__(self, "internal", f"{prefix}{INTERNAL}:")
         object.__setattr__(self, "namespace_version", f"{prefix}{INTERNAL}:v")
         object.__setattr__(self, "tag_prefix", f"{prefix}{INTERNAL}:t:")
+        object.__setattr__(self, "pattern", prefix + "*")  # namespaces hold no glob characters
 
     # -- user entries -----------------------------------------------------------------------------------------
     def entry(self, key: str) -> str:

@@ -108,7 +108,9 @@ class StatsRegistry:
             )
 
     def reset(self) -> None:
+        """Zero every counter in place (cached functions keep their references to their counters)."""
+        zero = Counters()
         with self._lock:
-            self._total = Counters()
-            for name in self._functions:
-                self._functions[name] = Counters()
+            for counters in (self._total, *self._functions.values()):
+                for f in fields(Counters):
+                    setattr(counters, f.name, getattr(zero, f.name))

@@ -49,6 +49,10 @@ class AlignedTTL:
         if not (0 <= self.offset < self.every):
             raise InvalidTTLError(f"the refresh offset must be in [0, every) = [0, {self.every}), got {self.offset!r}")
 
+    def seconds_left(self) -> float:
+        """Seconds from now to the next boundary."""
+        return self.seconds_from(time.time())
+
     def seconds_from(self, now: float) -> float:
         """Seconds from ``now`` (a Unix timestamp) to the next boundary; a full period when exactly on one."""
         phase = (now - self.offset) % self.every

@@ -136,13 +136,21 @@ class EmbeddedServer:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
             sock = os.path.join(directory, SOCKET_NAME)
             if len(sock) > _MAX_SOCKET_PATH:
+                if self._owned_tmp is not None:
+                    shutil.rmtree(self._owned_tmp, ignore_errors=True)
+                    self._owned_tmp = None
                 raise EmbeddedServerError(
                     f"the directory {directory!r} is too long for a unix socket path (limit about 100 bytes): "
                     "use a shorter one"
                 )
             self.directory = directory
             if self._requested_dir is None:
-                self._spawn(directory, sock)
+                try:
+                    self._spawn(directory, sock)
+                except BaseException:
+                    shutil.rmtree(directory, ignore_errors=True)
+                    self._owned_tmp = None
+                    raise
             else:
                 with open(os.path.join(directory, "start.lock"), "w") as lock_file:
                     fcntl.flock(lock_file, fcntl.LOCK_EX)
