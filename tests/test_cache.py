@@ -249,7 +249,7 @@ def test_foreign_and_corrupt_values_are_misses(cache: Cache, raw: redis.Redis) -
         assert cache.get_or_set(key, lambda: "fresh", ttl=60) == "fresh"
         assert cache.get(key) == "fresh"
     assert cache.stats().total.invalid == 4 * 2  # get() and get_or_set() each saw the bad value
-    assert cache.stats().total.errors == 2  # WRONGTYPE is a server error: failed open, twice
+    assert cache.stats().total.errors == 0  # MGET reads a key of another type as nil: a plain miss, then replaced
 
 
 def test_other_serializer_reads_are_misses(server_url: str, unique_namespace: str) -> None:
@@ -408,3 +408,42 @@ def test_invalidations_report_whether_anything_was_cached(cache: Cache) -> None:
     cache.set("product:1", 1, ttl=30, tags=("a",))
     assert cache.bump_version("product") == 1
     assert cache.invalidate_tags("a", "b") == 1
+
+
+def test_round_trips_per_read(cache: Cache) -> None:
+    """A read is one round trip; a tagged entry read without naming its tags needs one more."""
+    cache.set("plain", 1, ttl=30)
+    cache.set("tagged", 2, ttl=30, tags=("a", "b"))
+
+    cache.reset_stats()
+    assert cache.get("plain") == 1 and cache.stats().total.roundtrips == 1
+    cache.reset_stats()
+    assert cache.get("tagged", tags=("b", "a")) == 2 and cache.stats().total.roundtrips == 1
+    cache.reset_stats()
+    assert cache.get("tagged") == 2 and cache.stats().total.roundtrips == 2
+    cache.reset_stats()
+    assert cache.get("tagged", tags=("a",)) == 2 and cache.stats().total.roundtrips == 2
+    cache.invalidate_tags("b")
+    assert cache.get("tagged", MISSING, tags=("a", "b")) is MISSING
+    assert cache.get("tagged", MISSING) is MISSING
+
+
+def test_server_counts_one_command_per_hit(embedded_url: str) -> None:
+    """Counted by the server itself (on the suite's own embedded server, where no one else sends commands)."""
+    client = redis.Redis.from_url(embedded_url)
+    with Cache(embedded_url, namespace="commandstats") as cache:
+        cache.set("k", 1, ttl=30, tags=("t",))
+        cache.get("k", tags=("t",))
+
+        def calls() -> dict[str, int]:
+            return {k: int(v["calls"]) for k, v in client.info("commandstats").items()}
+
+        before = calls()
+        for _ in range(10):
+            assert cache.get("k", tags=("t",)) == 1
+        after = calls()
+        cache.clear()
+    client.close()
+    delta = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    delta.pop("cmdstat_info", None)
+    assert delta == {"cmdstat_mget": 10}

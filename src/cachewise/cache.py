@@ -20,7 +20,7 @@ from . import store
 from .envelope import EntryError, payload_of
 from .errors import ConfigurationError, InvalidationError
 from .failures import SERVER_ERRORS, ErrorLog
-from .keyspace import KeySpace
+from .keyspace import KeySpace, tag_token
 from .serializers import Serializer, get_serializer
 from .server.connection import ClientOptions, Connection
 from .server.urls import redact
@@ -34,6 +34,11 @@ __all__ = ["MISSING", "Cache"]
 
 T = TypeVar("T")
 D = TypeVar("D")
+
+
+def _tokens(tags: Iterable[str]) -> tuple[str, ...]:
+    """Tag tokens for a read (the empty tuple, the common case, costs nothing)."""
+    return tuple(tag_token(t) for t in tags) if tags else ()
 
 
 class _Missing:
@@ -55,6 +60,8 @@ class _Missing:
 
 #: Returned by ``cache.get(key, default=MISSING)`` on a miss, so that a cached ``None`` is told apart.
 MISSING: Any = _Missing()
+_RECHECK: Any = object()
+_KEY_MEMO_SIZE = 4096
 
 
 class Cache:
@@ -100,34 +107,70 @@ class Cache:
         self._rng = random.Random()
         self.connection = Connection(url, options)
         self._sync = self.connection.sync
+        self._key_memo: dict[str | tuple[str, tuple[str, ...]], list[str]] = {}
 
     # -- pure steps shared by the sync and async paths ---------------------------------------------------------
-    def _decode(self, raw: Any, scope: Counters | None) -> Any:
-        """The value of a stored entry, or MISSING (counted) when it is absent or unreadable."""
-        stats = self._stats
-        if raw is None:
-            stats.add(scope, "misses")
-            return MISSING
+    def _read_keys(self, key: str, tag_tokens: tuple[str, ...] = ()) -> list[str]:
+        """The MGET keys of a read (memoised: building them is most of a hit's own cost)."""
+        memo_key = (key, tag_tokens) if tag_tokens else key
+        keys = self._key_memo.get(memo_key)
+        if keys is None:
+            keys = store.read_keys(self.keyspace, key, tag_tokens)
+            if len(self._key_memo) >= _KEY_MEMO_SIZE:
+                self._key_memo.clear()
+            self._key_memo[memo_key] = keys
+        return keys
+
+    def _verdict(self, reply: list[Any], tag_tokens: tuple[str, ...], scope: Counters | None, seconds: float) -> Any:
+        """The value a read's reply holds; MISSING for a miss, a stale or an unreadable entry; RECHECK when the
+        entry has tags the reader did not name (then the Lua read decides)."""
+        verdict, start = store.judge(reply, tag_tokens)
+        if verdict == store.HIT:
+            return self._decode(reply[0], start, scope, seconds)
+        if verdict == store.RECHECK:
+            self._stats.roundtrip(scope, seconds)
+            return _RECHECK
+        if verdict == store.INVALID:
+            self._invalid(scope, "not a cachewise entry of this format")
+        self._stats.read(scope, False, seconds)
+        return MISSING
+
+    def _decode(self, raw: bytes, start: int, scope: Counters | None, seconds: float) -> Any:
         try:
-            code, payload = payload_of(raw)
-            if code != self.serializer.code:
-                raise EntryError(f"entry written with serializer code {code!r}")
-            value = self.serializer.loads(payload)
-        except Exception as exc:  # foreign, corrupt, truncated or other-format value: a miss, never an error
-            stats.add(scope, "invalid")
-            stats.add(scope, "misses")
-            self._errors.log(
-                "invalid",
-                f"unreadable value under a key of namespace {self.namespace!r} ({exc}): "
-                "treated as a miss, it will be replaced",
-                logging.INFO,
-            )
+            if raw[3:4] != self.serializer.code:
+                raise EntryError(f"entry written with serializer code {raw[3:4]!r}")
+            value = self.serializer.loads(raw[start:])
+        except Exception as exc:  # corrupt payload or another serializer's: a miss, never an error
+            self._invalid(scope, str(exc))
+            self._stats.read(scope, False, seconds)
             return MISSING
-        stats.add(scope, "hits")
+        self._stats.read(scope, True, seconds)
         return value
 
+    def _rechecked(self, raw: bytes | None, scope: Counters | None, seconds: float) -> Any:
+        """The value of a Lua read's reply (the script already checked every stamp)."""
+        if raw is None:
+            self._stats.read(scope, False, seconds)
+            return MISSING
+        try:
+            _, payload = payload_of(raw)
+        except EntryError as exc:
+            self._invalid(scope, str(exc))
+            self._stats.read(scope, False, seconds)
+            return MISSING
+        return self._decode(raw, len(raw) - len(payload), scope, seconds)
+
+    def _invalid(self, scope: Counters | None, why: str) -> None:
+        self._stats.add(scope, "invalid")
+        self._errors.log(
+            "invalid",
+            f"unreadable value under a key of namespace {self.namespace!r} ({why}): treated as a miss, it will be "
+            "replaced",
+            logging.INFO,
+        )
+
     def _write_call(
-        self, key: str, value: Any, ttl: TTLLike | None, tags: Iterable[str], jitter: float | None, where: str
+        self, key: str, value: Any, ttl: TTLLike | None, tokens: tuple[str, ...], jitter: float | None, where: str
     ) -> store.Call:
         """The server call that stores ``value``; raises for programmer errors (no TTL, unserialisable)."""
         ttl_ms = resolve_ttl_ms(
@@ -138,7 +181,7 @@ class Cache:
             where=where,
         )
         payload = self.serializer.dumps(value)
-        return store.write(self.keyspace, key, self.serializer.code, payload, ttl_ms, tuple(tags))
+        return store.write(self.keyspace, key, self.serializer.code, payload, ttl_ms, tokens)
 
     def _failed(self, operation: str, exc: BaseException, scope: Counters | None) -> None:
         self._stats.add(scope, "errors")
@@ -161,14 +204,22 @@ class Cache:
         finally:
             self._stats.roundtrip(scope, time.perf_counter() - started)
 
-    def _read(self, key: str, scope: Counters | None) -> Any:
-        call = store.read(self.keyspace, key)
+    def _read(self, key: str, scope: Counters | None, tag_tokens: tuple[str, ...] = ()) -> Any:
+        keys = self._read_keys(key, tag_tokens)
+        started = time.perf_counter()
         try:
-            raw = self._call(call, scope)
+            reply = self._sync.execute_command("MGET", *keys)  # type: ignore[no-untyped-call]
+            value = self._verdict(reply, tag_tokens, scope, time.perf_counter() - started)
+            if value is _RECHECK:
+                call = store.read(self.keyspace, key)
+                started = time.perf_counter()
+                raw = call.script(self._sync, call.keys, call.args)
+                value = self._rechecked(raw, scope, time.perf_counter() - started)
         except SERVER_ERRORS as exc:
             self._failed("read", exc, scope)
-            raw = None
-        return self._decode(raw, scope)
+            self._stats.read(scope, False, time.perf_counter() - started)
+            return MISSING
+        return value
 
     def _store(self, call: store.Call, scope: Counters | None) -> bool:
         try:
@@ -190,12 +241,16 @@ class Cache:
             ) from exc
 
     @overload
-    def get(self, key: str) -> Any: ...
+    def get(self, key: str, *, tags: Iterable[str] = ()) -> Any: ...
     @overload
-    def get(self, key: str, default: D) -> Any | D: ...
-    def get(self, key: str, default: Any = None) -> Any:
-        """The cached value, or ``default`` on a miss (pass ``default=MISSING`` to tell a cached None apart)."""
-        value = self._read(key, None)
+    def get(self, key: str, default: D, *, tags: Iterable[str] = ()) -> Any | D: ...
+    def get(self, key: str, default: Any = None, *, tags: Iterable[str] = ()) -> Any:
+        """The cached value, or ``default`` on a miss (pass ``default=MISSING`` to tell a cached None apart).
+
+        ``tags``: the tags the entry was written with, when you know them; the read is then one ``MGET``.  Without
+        them a tagged entry costs a second round trip (a Lua read that looks its tags up itself).
+        """
+        value = self._read(key, None, _tokens(tags))
         return default if value is MISSING else value
 
     def set(
@@ -208,7 +263,7 @@ class Cache:
         jitter: float | None = None,
     ) -> bool:
         """Store ``value`` for ``ttl``; False (counted, logged) when the server could not take it."""
-        return self._store(self._write_call(key, value, ttl, tags, jitter, f"cache.set({key!r})"), None)
+        return self._store(self._write_call(key, value, ttl, _tokens(tags), jitter, f"cache.set({key!r})"), None)
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; True when it existed.  :class:`InvalidationError` when the server is unreachable."""
@@ -237,19 +292,19 @@ class Cache:
         jitter: float | None = None,
     ) -> T:
         """Cache-aside: the cached value on a hit; on a miss, ``loader()``'s value, stored and returned."""
-        return self._get_or_load(key, loader, ttl, tags, jitter, None, f"cache.get_or_set({key!r})")
+        return self._get_or_load(key, loader, ttl, _tokens(tags), jitter, None, None)
 
     def _get_or_load(
         self,
         key: str,
         loader: Callable[[], T],
         ttl: TTLLike | None,
-        tags: Iterable[str],
+        tokens: tuple[str, ...],
         jitter: float | None,
         scope: Counters | None,
-        where: str,
+        where: str | None,
     ) -> T:
-        value = self._read(key, scope)
+        value = self._read(key, scope, tokens)
         if value is not MISSING:
             return value  # type: ignore[no-any-return]
         started = time.perf_counter()
@@ -257,10 +312,11 @@ class Cache:
         if inspect.isawaitable(value):
             if inspect.iscoroutine(value):
                 value.close()
+            where = where or f"cache.get_or_set({key!r})"
             raise TypeError(f"{where}: the loader is async; use aget_or_set() or an async function")
         self._stats.add(scope, "loads")
         self._stats.add(scope, "load_seconds", time.perf_counter() - started)
-        self._store(self._write_call(key, value, ttl, tags, jitter, where), scope)
+        self._store(self._write_call(key, value, ttl, tokens, jitter, where or f"cache.get_or_set({key!r})"), scope)
         return value
 
     def bump_version(self, group: str | None = None) -> int:
@@ -312,18 +368,26 @@ class Cache:
     async def _acall(self, call: store.Call, scope: Counters | None) -> Any:
         started = time.perf_counter()
         try:
-            return await call.script.acall(self.connection.async_client(), call.keys, call.args)
+            return await self.connection.ascript(call.script, call.keys, call.args)
         finally:
             self._stats.roundtrip(scope, time.perf_counter() - started)
 
-    async def _aread(self, key: str, scope: Counters | None) -> Any:
-        call = store.read(self.keyspace, key)
+    async def _aread(self, key: str, scope: Counters | None, tag_tokens: tuple[str, ...] = ()) -> Any:
+        keys = self._read_keys(key, tag_tokens)
+        started = time.perf_counter()
         try:
-            raw = await self._acall(call, scope)
+            reply = await self.connection.acommand("MGET", *keys)
+            value = self._verdict(reply, tag_tokens, scope, time.perf_counter() - started)
+            if value is _RECHECK:
+                call = store.read(self.keyspace, key)
+                started = time.perf_counter()
+                raw = await self.connection.ascript(call.script, call.keys, call.args)
+                value = self._rechecked(raw, scope, time.perf_counter() - started)
         except SERVER_ERRORS as exc:
             self._failed("read", exc, scope)
-            raw = None
-        return self._decode(raw, scope)
+            self._stats.read(scope, False, time.perf_counter() - started)
+            return MISSING
+        return value
 
     async def _astore(self, call: store.Call, scope: Counters | None) -> bool:
         try:
@@ -344,9 +408,9 @@ class Cache:
                 "value until its TTL ends: retry the invalidation"
             ) from exc
 
-    async def aget(self, key: str, default: Any = None) -> Any:
+    async def aget(self, key: str, default: Any = None, *, tags: Iterable[str] = ()) -> Any:
         """Async :meth:`get`."""
-        value = await self._aread(key, None)
+        value = await self._aread(key, None, _tokens(tags))
         return default if value is MISSING else value
 
     async def aset(
@@ -359,14 +423,16 @@ class Cache:
         jitter: float | None = None,
     ) -> bool:
         """Async :meth:`set`."""
-        return await self._astore(self._write_call(key, value, ttl, tags, jitter, f"cache.aset({key!r})"), None)
+        return await self._astore(
+            self._write_call(key, value, ttl, _tokens(tags), jitter, f"cache.aset({key!r})"), None
+        )
 
     async def adelete(self, key: str) -> bool:
         """Async :meth:`delete`."""
         entry = self.keyspace.entry(key)
         started = time.perf_counter()
         try:
-            removed = await self.connection.async_client().delete(entry)
+            removed = await self.connection.acommand("DEL", entry)
         except SERVER_ERRORS as exc:
             self._failed("delete", exc, None)
             raise InvalidationError(
@@ -388,19 +454,19 @@ class Cache:
         jitter: float | None = None,
     ) -> T:
         """Async :meth:`get_or_set`; ``loader`` may be a plain or an async callable."""
-        return await self._aget_or_load(key, loader, ttl, tags, jitter, None, f"cache.aget_or_set({key!r})")
+        return await self._aget_or_load(key, loader, ttl, _tokens(tags), jitter, None, None)
 
     async def _aget_or_load(
         self,
         key: str,
         loader: Callable[[], T | Awaitable[T]],
         ttl: TTLLike | None,
-        tags: Iterable[str],
+        tokens: tuple[str, ...],
         jitter: float | None,
         scope: Counters | None,
-        where: str,
+        where: str | None,
     ) -> T:
-        value = await self._aread(key, scope)
+        value = await self._aread(key, scope, tokens)
         if value is not MISSING:
             return value  # type: ignore[no-any-return]
         started = time.perf_counter()
@@ -409,7 +475,9 @@ class Cache:
             value = await value
         self._stats.add(scope, "loads")
         self._stats.add(scope, "load_seconds", time.perf_counter() - started)
-        await self._astore(self._write_call(key, value, ttl, tags, jitter, where), scope)
+        await self._astore(
+            self._write_call(key, value, ttl, tokens, jitter, where or f"cache.aget_or_set({key!r})"), scope
+        )
         return value  # type: ignore[no-any-return]
 
     async def abump_version(self, group: str | None = None) -> int:
@@ -423,7 +491,7 @@ class Cache:
     async def attl(self, key: str) -> float | None:
         """Async :meth:`ttl`."""
         try:
-            left = await self.connection.async_client().pttl(self.keyspace.entry(key))
+            left = await self.connection.acommand("PTTL", self.keyspace.entry(key))
         except SERVER_ERRORS as exc:
             self._failed("ttl", exc, None)
             return None

@@ -75,8 +75,9 @@ class CachedFunction(Generic[P, R]):
         return args if self._self is None else (self._self, *args)
 
     def _key_and_tags(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        """The call's key and its tags' tokens."""
         arguments = self._call_key.bind(self._args(args), kwargs)
-        return self._call_key.key(arguments), self._call_key.tags(arguments)
+        return self._call_key.key(arguments), self._call_key.tag_tokens(arguments)
 
     def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The cache key (without the namespace) of a call with these arguments."""

@@ -7,6 +7,7 @@ A read that fails is a miss, a write that fails is skipped; the application gets
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -16,7 +17,8 @@ from redis.exceptions import RedisError
 __all__ = ["SERVER_ERRORS", "ErrorLog"]
 
 #: Exceptions that mean "the server could not do it": the cache fails open on these.
-SERVER_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+#: (asyncio's TimeoutError is raised while waiting for a free pooled connection; on Python 3.10 it is no OSError.)
+SERVER_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
 
 log = logging.getLogger("cachewise")
 

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from .errors import KeyTemplateError
+from .keyspace import tag_token
 
 __all__ = ["CallKey", "canonical", "template_fields"]
 
@@ -130,6 +131,7 @@ class CallKey:
                         f"({', '.join(self.param_names) or 'none'})"
                     )
         self._static_tags = tuple(t for t in self.tag_templates if not template_fields(t))
+        self._static_tokens = tuple(tag_token(t) for t in self._static_tags)
         self._dynamic_tags = any(template_fields(t) for t in self.tag_templates)
         simple = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
         self._positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD] if simple else None
@@ -147,6 +149,8 @@ class CallKey:
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The call's arguments by name, defaults applied, in signature order; TypeError as Python gives."""
         positional = self._positional
+        if not kwargs and positional is not None and len(args) == len(self.param_names) == len(positional):
+            return dict(zip(positional, args))  # the common call: every argument given by position
         if positional is not None and len(args) <= len(positional):
             values = dict(zip(positional, args))
             ok = True
@@ -194,6 +198,12 @@ class CallKey:
         if not self._dynamic_tags:
             return self._static_tags
         return tuple(self._fill(t, arguments) for t in self.tag_templates)
+
+    def tag_tokens(self, arguments: dict[str, Any]) -> tuple[str, ...]:
+        """The tags of a bound call, encoded as stored (:func:`~cachewise.keyspace.tag_token`)."""
+        if not self._dynamic_tags:
+            return self._static_tokens
+        return tuple(tag_token(t) for t in self.tags(arguments))
 
     def _fill(self, template: str, arguments: dict[str, Any]) -> str:
         try:

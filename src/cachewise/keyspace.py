@@ -41,6 +41,11 @@ def tag_token(tag: str) -> str:
     """A tag's name as it appears in stored headers and counter keys: percent-encoded, never a space."""
     if not isinstance(tag, str) or not tag:
         raise InvalidKeyError(f"a tag must be a non-empty string, got {tag!r}")
+    return _token(tag)
+
+
+@lru_cache(maxsize=4096)
+def _token(tag: str) -> str:
     return quote(tag, safe="")
 
 

@@ -2,7 +2,8 @@
 
 * :class:`JsonSerializer` (the default, on orjson) stores what JSON can express, and brings back ``datetime``,
   ``date``, ``time``, ``Decimal``, ``bytes``, ``set`` and ``frozenset`` with their types (a tagged object
-  ``{"__cw__": kind, "v": ...}``; the decoder only walks a payload that contains the tag).  Like JSON itself it
+  ``{"__cw__": kind, "v": ...}``; such a payload is marked by its first byte, and only marked payloads are walked
+  when read).  Like JSON itself it
   returns tuples as lists, ``UUID`` and ``Enum`` members as their values, dataclasses as dicts; an aware
   ``datetime`` comes back with its fixed UTC offset (a ``ZoneInfo`` name is not kept).
 * :class:`MsgpackSerializer` (``pip install cachewise[msgpack]``) is more compact, with the same type rules.
@@ -28,7 +29,10 @@ from .errors import ConfigurationError, SerializationError
 __all__ = ["JsonSerializer", "MsgpackSerializer", "Serializer", "get_serializer"]
 
 _TAG = "__cw__"
-_TAG_BYTES = b'"__cw__"'
+#: First byte of a JSON payload that holds tagged values (no JSON text starts with it).
+_MARK = b"\x01"
+#: First byte of a msgpack payload that holds tagged values (0xc1 is never used by msgpack).
+_MSGPACK_MARK = b"\xc1"
 
 
 @runtime_checkable
@@ -108,8 +112,15 @@ class JsonSerializer:
     _options = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
     def dumps(self, value: Any) -> bytes:
+        tagged = False
+
+        def default(obj: Any) -> Any:
+            nonlocal tagged
+            tagged = True
+            return _tag_value(obj)
+
         try:
-            return orjson.dumps(value, default=_tag_value, option=self._options)
+            out = orjson.dumps(value, default=default, option=self._options)
         except SerializationError:
             raise
         except (TypeError, orjson.JSONEncodeError) as exc:
@@ -118,12 +129,13 @@ class JsonSerializer:
                 raise cause from None
             hint = " (store big integers as str)" if "64-bit" in str(exc) else ""
             raise SerializationError(f"cannot store this value as JSON: {exc}{hint}") from exc
+        # A payload with tagged types is marked, so that reads of every other payload never walk it.
+        return _MARK + out if tagged else out
 
     def loads(self, data: bytes) -> Any:
-        value = orjson.loads(data)
-        if _TAG_BYTES in data:
-            return _untag(value)
-        return value
+        if data[:1] == _MARK:
+            return _untag(orjson.loads(data[1:]))
+        return orjson.loads(data)
 
     def __repr__(self) -> str:
         return "JsonSerializer()"
@@ -156,19 +168,26 @@ class MsgpackSerializer:
         return _tag_value(obj)
 
     def dumps(self, value: Any) -> bytes:
+        tagged = False
+
+        def default(obj: Any) -> Any:
+            nonlocal tagged
+            out = self._default(obj)
+            tagged = tagged or (isinstance(out, dict) and _TAG in out)
+            return out
+
         try:
-            data: bytes = self._packb(value, default=self._default, use_bin_type=True, datetime=False)
+            data: bytes = self._packb(value, default=default, use_bin_type=True, datetime=False)
         except SerializationError:
             raise
         except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(f"cannot store this value as msgpack: {exc}") from exc
-        return data
+        return _MSGPACK_MARK + data if tagged else data
 
     def loads(self, data: bytes) -> Any:
-        value = self._unpackb(data, raw=False, strict_map_key=False)
-        if _TAG_BYTES[1:-1] in data:
-            return _untag(value)
-        return value
+        if data[:1] == _MSGPACK_MARK:
+            return _untag(self._unpackb(data[1:], raw=False, strict_map_key=False))
+        return self._unpackb(data, raw=False, strict_map_key=False)
 
     def __repr__(self) -> str:
         return "MsgpackSerializer()"

@@ -8,7 +8,7 @@ import redis
 
 from cachewise import store
 from cachewise.envelope import parse
-from cachewise.keyspace import KeySpace
+from cachewise.keyspace import KeySpace, tag_token
 
 
 def run(client: redis.Redis, call: store.Call) -> object:
@@ -17,7 +17,8 @@ def run(client: redis.Redis, call: store.Call) -> object:
 
 def test_written_entry_carries_its_stamps(raw: redis.Redis, unique_namespace: str) -> None:
     ks = KeySpace(unique_namespace)
-    run(raw, store.write(ks, "product:1", b"j", b'{"a":1}', 30_000, ("products", "sales 2026"), "d=12"))
+    tokens = (tag_token("products"), tag_token("sales 2026"))
+    run(raw, store.write(ks, "product:1", b"j", b'{"a":1}', 30_000, tokens, "d=12"))
     stored = raw.get(ks.entry("product:1"))
     assert isinstance(stored, bytes)
     entry = parse(stored)
@@ -44,7 +45,7 @@ def test_bump_creates_nothing_and_counts_what_it_bumped(raw: redis.Redis, unique
     ks = KeySpace(unique_namespace)
     assert run(raw, store.bump([ks.namespace_version, ks.tag_version("t")])) == 0
     assert raw.exists(ks.namespace_version, ks.tag_version("t")) == 0
-    run(raw, store.write(ks, "a", b"j", b"1", 30_000, ("t",)))
+    run(raw, store.write(ks, "a", b"j", b"1", 30_000, (tag_token("t"),)))
     assert run(raw, store.bump([ks.namespace_version, ks.tag_version("t")])) == 2
     ttl = raw.pttl(ks.tag_version("t"))
     assert 0 < ttl <= 30_000  # INCR keeps the TTL
