@@ -14,12 +14,13 @@ def frame(header: str, payload: bytes, code: bytes = b"j") -> bytes:
 
 
 def test_payload_and_fields() -> None:
-    raw = frame("17 18 1764000000000 300000 2 products 5 user%3A7 9 d=12", b'{"a":1}')
+    raw = frame("17 18 1764000000000 300000 5000 12 2 products 5 user%3A7 9 v=3", b'{"a":1}')
     assert payload_of(raw) == (b"j", b'{"a":1}')
     entry = parse(raw)
     assert (entry.namespace_version, entry.group_version, entry.ttl_ms) == (17, 18, 300000)
     assert entry.tags == {"products": 5, "user%3A7": 9}
-    assert entry.meta == {"d": "12"}
+    assert (entry.grace_ms, entry.load_ms) == (5000, 12)
+    assert entry.meta == {"v": "3"}
 
 
 @pytest.mark.parametrize("raw", [b"", b"hello", b"cw1j", b"cw1jzzzz{}", b"cw1jffff12"])

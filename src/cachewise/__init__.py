@@ -21,6 +21,7 @@ from .errors import (
 )
 from .serializers import JsonSerializer, MsgpackSerializer, Serializer
 from .server.embedded import EmbeddedServer
+from .stampede import Protection
 from .stats import CacheStats, Counters
 from .ttl import AlignedTTL, until_next
 
@@ -44,6 +45,7 @@ __all__ = [
     "JsonSerializer",
     "KeyTemplateError",
     "MsgpackSerializer",
+    "Protection",
     "SerializationError",
     "Serializer",
     "ServerNotFoundError",

@@ -1,29 +1,32 @@
 """The :class:`Cache`: cache-aside on a Redis-compatible server, with sync and async twins.
 
-Every decision (keys, TTL, encoding, what a stored value means) is made by pure code in ``keyspace``, ``ttl``,
-``serializers``, ``envelope`` and ``store``; the methods here only run the resulting server call with the sync or
-the asyncio client, and count what happened.  Reads and writes fail open (a server error is a miss or a skipped
-write, counted and logged); invalidations that fail raise :class:`~cachewise.errors.InvalidationError`.
+Decisions are made by pure code: keys (``keyspace``), TTLs (``ttl``), bytes (``serializers``, ``envelope``), what a
+reply means (``store``, ``reads``), and what a miss leads to (``flows``, ``stampede``).  The methods here run the
+resulting server calls with the sync or the asyncio client, and count.  Reads and writes fail open (a server error
+is a miss or a skipped write, counted and logged); invalidations that fail raise
+:class:`~cachewise.errors.InvalidationError`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import inspect
-import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from . import store
-from .envelope import EntryError, payload_of
+from . import flows, store
 from .errors import ConfigurationError, InvalidationError
 from .failures import SERVER_ERRORS, ErrorLog
 from .keyspace import KeySpace, tag_token
+from .reads import FAILED, MISSING, NO_HEAD, RECHECK, EntryReader
 from .serializers import Serializer, get_serializer
 from .server.connection import ClientOptions, Connection
 from .server.urls import redact
+from .stampede import DEFAULT, LoadTimes, Protection
 from .stats import CacheStats, Counters, StatsRegistry
 from .ttl import TTLLike, check_jitter, resolve_ttl_ms
 
@@ -34,34 +37,12 @@ __all__ = ["MISSING", "Cache"]
 
 T = TypeVar("T")
 D = TypeVar("D")
+_KEY_MEMO_SIZE = 4096
 
 
 def _tokens(tags: Iterable[str]) -> tuple[str, ...]:
-    """Tag tokens for a read (the empty tuple, the common case, costs nothing)."""
+    """Tag tokens for a read or a write (the empty tuple, the common case, costs nothing)."""
     return tuple(tag_token(t) for t in tags) if tags else ()
-
-
-class _Missing:
-    """The type of :data:`MISSING`."""
-
-    _instance: _Missing | None = None
-
-    def __new__(cls) -> _Missing:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-#: Returned by ``cache.get(key, default=MISSING)`` on a miss, so that a cached ``None`` is told apart.
-MISSING: Any = _Missing()
-_RECHECK: Any = object()
-_KEY_MEMO_SIZE = 4096
 
 
 class Cache:
@@ -69,9 +50,11 @@ class Cache:
 
     ``url``: ``embedded://`` (default, a private Valkey started for you), ``embedded:///dir``, ``redis://``,
     ``rediss://`` or ``unix://``; when None, ``CACHEWISE_URL`` decides.  ``namespace`` prefixes every key
-    (``namespace:key``) and bounds every invalidation.  ``default_ttl`` is used by writes that give no TTL; without
-    it every write must give one.  ``jitter`` (0 ≤ j < 1) spreads TTLs by ±j.  ``serializer``: ``"json"``
-    (default) or ``"msgpack"``.  ``timeout``/``connect_timeout`` (seconds) bound each server call.
+    (``namespace:key``) and bounds every invalidation.  ``default_ttl`` is used by writes that give no TTL; without it
+    every write must give one.  ``jitter`` (0 ≤ j < 1) spreads TTLs by ±j.  ``serializer``: ``"json"`` (default) or
+    ``"msgpack"``.  ``protection``: how cache-aside reads protect the origin (single flight, early refresh, stale
+    serving; see :class:`~cachewise.stampede.Protection`).  ``timeout``/``connect_timeout`` (seconds) bound each
+    server call.
     """
 
     def __init__(
@@ -82,6 +65,7 @@ class Cache:
         default_ttl: TTLLike | None = None,
         jitter: float = 0.0,
         serializer: str | Serializer | None = None,
+        protection: Protection = DEFAULT,
         timeout: float = 0.5,
         connect_timeout: float = 0.5,
         max_connections: int = 64,
@@ -94,6 +78,9 @@ class Cache:
         if default_ttl is not None:
             resolve_ttl_ms(default_ttl, None, where="default_ttl")  # validate now, not at the first write
         self.default_ttl = default_ttl
+        if not isinstance(protection, Protection):
+            raise ConfigurationError("protection= takes a cachewise.Protection(...)")
+        self.protection = protection
         if timeout <= 0 or connect_timeout <= 0 or max_connections < 1:
             raise ConfigurationError("timeout and connect_timeout must be > 0 s and max_connections >= 1")
         options = ClientOptions(
@@ -104,12 +91,15 @@ class Cache:
         )
         self._stats = StatsRegistry(namespace)
         self._errors = ErrorLog()
+        self._reader = EntryReader(namespace, self.serializer, self._stats, self._errors)
         self._rng = random.Random()
+        self._load_times: dict[str | None, LoadTimes] = {}
+        self._background: set[asyncio.Task[Any]] = set()
         self.connection = Connection(url, options)
         self._sync = self.connection.sync
         self._key_memo: dict[str | tuple[str, tuple[str, ...]], list[str]] = {}
 
-    # -- pure steps shared by the sync and async paths ---------------------------------------------------------
+    # -- pure steps shared by the sync and async paths and the flows ---------------------------------------------
     def _read_keys(self, key: str, tag_tokens: tuple[str, ...] = ()) -> list[str]:
         """The MGET keys of a read (memoised: building them is most of a hit's own cost)."""
         memo_key = (key, tag_tokens) if tag_tokens else key
@@ -121,56 +111,19 @@ class Cache:
             self._key_memo[memo_key] = keys
         return keys
 
-    def _verdict(self, reply: list[Any], tag_tokens: tuple[str, ...], scope: Counters | None, seconds: float) -> Any:
-        """The value a read's reply holds; MISSING for a miss, a stale or an unreadable entry; RECHECK when the
-        entry has tags the reader did not name (then the Lua read decides)."""
-        verdict, start = store.judge(reply, tag_tokens)
-        if verdict == store.HIT:
-            return self._decode(reply[0], start, scope, seconds)
-        if verdict == store.RECHECK:
-            self._stats.roundtrip(scope, seconds)
-            return _RECHECK
-        if verdict == store.INVALID:
-            self._invalid(scope, "not a cachewise entry of this format")
-        self._stats.read(scope, False, seconds)
-        return MISSING
-
-    def _decode(self, raw: bytes, start: int, scope: Counters | None, seconds: float) -> Any:
-        try:
-            if raw[3:4] != self.serializer.code:
-                raise EntryError(f"entry written with serializer code {raw[3:4]!r}")
-            value = self.serializer.loads(raw[start:])
-        except Exception as exc:  # corrupt payload or another serializer's: a miss, never an error
-            self._invalid(scope, str(exc))
-            self._stats.read(scope, False, seconds)
-            return MISSING
-        self._stats.read(scope, True, seconds)
-        return value
-
-    def _rechecked(self, raw: bytes | None, scope: Counters | None, seconds: float) -> Any:
-        """The value of a Lua read's reply (the script already checked every stamp)."""
-        if raw is None:
-            self._stats.read(scope, False, seconds)
-            return MISSING
-        try:
-            _, payload = payload_of(raw)
-        except EntryError as exc:
-            self._invalid(scope, str(exc))
-            self._stats.read(scope, False, seconds)
-            return MISSING
-        return self._decode(raw, len(raw) - len(payload), scope, seconds)
-
-    def _invalid(self, scope: Counters | None, why: str) -> None:
-        self._stats.add(scope, "invalid")
-        self._errors.log(
-            "invalid",
-            f"unreadable value under a key of namespace {self.namespace!r} ({why}): treated as a miss, it will be "
-            "replaced",
-            logging.INFO,
-        )
-
     def _write_call(
-        self, key: str, value: Any, ttl: TTLLike | None, tokens: tuple[str, ...], jitter: float | None, where: str
+        self,
+        key: str,
+        value: Any,
+        ttl: TTLLike | None,
+        tokens: tuple[str, ...],
+        jitter: float | None,
+        where: str,
+        *,
+        grace: float = 0.0,
+        load_ms: int = 0,
+        token: str = "",
+        version: int | None = None,
     ) -> store.Call:
         """The server call that stores ``value``; raises for programmer errors (no TTL, unserialisable)."""
         ttl_ms = resolve_ttl_ms(
@@ -181,20 +134,61 @@ class Cache:
             where=where,
         )
         payload = self.serializer.dumps(value)
-        return store.write(self.keyspace, key, self.serializer.code, payload, ttl_ms, tokens)
+        return store.write(
+            self.keyspace,
+            key,
+            self.serializer.code,
+            payload,
+            ttl_ms,
+            tokens,
+            grace_ms=int(grace * 1000),
+            load_ms=load_ms,
+            token=token,
+            version=version,
+        )
+
+    def _validated(self, raw: bytes, scope: Counters | None) -> Any:
+        return self._reader.validated(raw, scope)
+
+    def _peek(self, reply: list[Any], tokens: tuple[str, ...]) -> Any:
+        return self._reader.peek(reply, tokens)
+
+    def _lease_ms(self, req: flows.Request) -> int:
+        times = self._load_times.get(req.where)
+        return (times or LoadTimes()).lease_ms(req.protection.lease_ttl)
+
+    def _loaded(self, req: flows.Request, seconds: float, *, leased: bool) -> None:
+        stats = self._stats
+        stats.add(req.scope, "loads")
+        stats.add(req.scope, "load_seconds", seconds)
+        if leased:
+            stats.add(req.scope, "leases")
+        self._load_times.setdefault(req.where, LoadTimes()).observe(seconds)
 
     def _failed(self, operation: str, exc: BaseException, scope: Counters | None) -> None:
         self._stats.add(scope, "errors")
         self._errors.error(operation, exc)
 
-    def _counters(self, key: str | None) -> list[str]:
-        return [self.keyspace.namespace_version if key is None else self.keyspace.group_version(key)]
+    def _protection(self, base: Protection | None, overrides: dict[str, Any]) -> Protection:
+        chosen = base or self.protection
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(chosen, **given) if given else chosen
+
+    def _counters(self, group: str | None) -> list[str]:
+        return [self.keyspace.namespace_version if group is None else self.keyspace.group_version(group)]
 
     def _tag_counters(self, tags: Iterable[str]) -> list[str]:
         counters = [self.keyspace.tag_version(t) for t in tags]
         if not counters:
             raise ValueError("invalidate_tags() needs at least one tag")
         return counters
+
+    @staticmethod
+    def _not_stored(what: str, exc: BaseException) -> InvalidationError:
+        return InvalidationError(
+            f"{what} did not reach the server ({type(exc).__name__}: {exc}); the cache may serve the old value until "
+            "its TTL ends: retry the invalidation"
+        )
 
     # -- sync ----------------------------------------------------------------------------------------------
     def _call(self, call: store.Call, scope: Counters | None) -> Any:
@@ -204,41 +198,80 @@ class Cache:
         finally:
             self._stats.roundtrip(scope, time.perf_counter() - started)
 
-    def _read(self, key: str, scope: Counters | None, tag_tokens: tuple[str, ...] = ()) -> Any:
-        keys = self._read_keys(key, tag_tokens)
+    def _read(self, key: str, scope: Counters | None, tokens: tuple[str, ...] = ()) -> tuple[Any, list[bytes]]:
+        """One read: ``(value or MISSING, header tokens)``; fails open."""
+        keys = self._read_keys(key, tokens)
         started = time.perf_counter()
         try:
             reply = self._sync.execute_command("MGET", *keys)  # type: ignore[no-untyped-call]
-            value = self._verdict(reply, tag_tokens, scope, time.perf_counter() - started)
-            if value is _RECHECK:
+            value, head = self._reader.verdict(reply, tokens, scope, time.perf_counter() - started)
+            if value is RECHECK:
                 call = store.read(self.keyspace, key)
                 started = time.perf_counter()
                 raw = call.script(self._sync, call.keys, call.args)
-                value = self._rechecked(raw, scope, time.perf_counter() - started)
+                value = self._reader.validated(raw, scope, time.perf_counter() - started)
+                head = store.header_of(raw) if value is not MISSING else NO_HEAD
         except SERVER_ERRORS as exc:
             self._failed("read", exc, scope)
             self._stats.read(scope, False, time.perf_counter() - started)
-            return MISSING
-        return value
+            return MISSING, FAILED
+        return value, head
 
     def _store(self, call: store.Call, scope: Counters | None) -> bool:
         try:
-            self._call(call, scope)
+            result = self._call(call, scope)
         except SERVER_ERRORS as exc:
             self._failed("write", exc, scope)
             return False
-        self._stats.add(scope, "sets")
-        return True
+        self._stats.add(scope, "sets" if result == 1 else "refused_writes")
+        return bool(result == 1)
 
     def _invalidate(self, call: store.Call, what: str) -> Any:
         try:
             return self._call(call, None)
         except SERVER_ERRORS as exc:
             self._failed(what, exc, None)
-            raise InvalidationError(
-                f"{what} did not reach the server ({type(exc).__name__}: {exc}); the cache may serve the old "
-                "value until its TTL ends: retry the invalidation"
-            ) from exc
+            raise self._not_stored(what, exc) from exc
+
+    def _run(self, flow: flows.Flow, loader: Callable[[], Any], where: str) -> Any:
+        """Drive a flow with the sync client."""
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as done:
+                return done.value
+            reply, error = None, None
+            kind = step[0]
+            try:
+                if kind == flows.MGET:
+                    started = time.perf_counter()
+                    reply = self._sync.execute_command("MGET", *step[1])  # type: ignore[no-untyped-call]
+                    self._stats.roundtrip(None, time.perf_counter() - started)
+                elif kind == flows.SCRIPT:
+                    reply = self._call(step[1], None)
+                elif kind == flows.LOAD:
+                    reply = loader()
+                    if inspect.isawaitable(reply):
+                        if inspect.iscoroutine(reply):
+                            reply.close()
+                        raise TypeError(f"{where}: the loader is async; use aget_or_set() or an async function")
+                elif kind == flows.LISTEN:
+                    reply = self.connection.notifier.ensure(self.keyspace.fill_channel)
+                elif kind == flows.WAIT:
+                    _, entry, timeout, since = step
+                    notifier = self.connection.notifier
+                    waiter = notifier.register(entry)
+                    if notifier.filled_since(entry, since):
+                        notifier.unregister(waiter)
+                        reply = True
+                    else:
+                        reply = notifier.wait(waiter, timeout)
+                else:  # SPAWN: sync code refreshes in the caller
+                    reply = self._run(step[1], loader, where)
+            except BaseException as exc:
+                error = exc
 
     @overload
     def get(self, key: str, *, tags: Iterable[str] = ()) -> Any: ...
@@ -250,7 +283,7 @@ class Cache:
         ``tags``: the tags the entry was written with, when you know them; the read is then one ``MGET``.  Without
         them a tagged entry costs a second round trip (a Lua read that looks its tags up itself).
         """
-        value = self._read(key, None, _tokens(tags))
+        value = self._read(key, None, _tokens(tags))[0]
         return default if value is MISSING else value
 
     def set(
@@ -261,24 +294,29 @@ class Cache:
         *,
         tags: Iterable[str] = (),
         jitter: float | None = None,
+        version: int | None = None,
     ) -> bool:
-        """Store ``value`` for ``ttl``; False (counted, logged) when the server could not take it."""
-        return self._store(self._write_call(key, value, ttl, _tokens(tags), jitter, f"cache.set({key!r})"), None)
+        """Store ``value`` for ``ttl`` (write-through: call it after the database write).  Any load of ``key`` in
+        flight is voided, so it cannot overwrite this value with what it read before.  With ``version`` (e.g. the
+        row's version column), an entry already holding that version or a newer one is kept: concurrent writers
+        can never leave an older value.  False when not stored (older version, or the server could not take it).
+        """
+        call = self._write_call(
+            key,
+            value,
+            ttl,
+            _tokens(tags),
+            jitter,
+            f"cache.set({key!r})",
+            grace=self.protection.stale_ttl,
+            version=version,
+        )
+        return self._store(call, None)
 
     def delete(self, key: str) -> bool:
-        """Remove ``key``; True when it existed.  :class:`InvalidationError` when the server is unreachable."""
-        entry = self.keyspace.entry(key)
-        started = time.perf_counter()
-        try:
-            removed = self._sync.delete(entry)
-        except SERVER_ERRORS as exc:
-            self._failed("delete", exc, None)
-            raise InvalidationError(
-                f"delete({key!r}) did not reach the server ({type(exc).__name__}); the old value may be served "
-                "until its TTL ends: retry"
-            ) from exc
-        finally:
-            self._stats.roundtrip(None, time.perf_counter() - started)
+        """Remove ``key`` (delete-on-write) and void any load of it in flight; True when it existed.
+        :class:`InvalidationError` when the server is unreachable."""
+        removed = self._invalidate(store.delete(self.keyspace, key), f"delete({key!r})")
         self._stats.add(None, "deletes")
         return bool(removed)
 
@@ -290,9 +328,19 @@ class Cache:
         *,
         tags: Iterable[str] = (),
         jitter: float | None = None,
+        single_flight: bool | None = None,
+        early_refresh: float | None = None,
+        stale_ttl: float | None = None,
     ) -> T:
-        """Cache-aside: the cached value on a hit; on a miss, ``loader()``'s value, stored and returned."""
-        return self._get_or_load(key, loader, ttl, _tokens(tags), jitter, None, None)
+        """Cache-aside: the cached value on a hit; on a miss, ``loader()``'s value, stored and returned.
+
+        Concurrent misses of ``key`` (threads, processes, machines) run ``loader`` once; the others wait for its
+        value.  ``single_flight``, ``early_refresh`` (XFetch β, 0 = off) and ``stale_ttl`` (seconds to serve a
+        stale value while one caller reloads) override the cache's :class:`Protection` for this call.
+        """
+        protection = self._protection(None, {"single_flight": single_flight, "early_refresh": early_refresh,
+                                             "stale_ttl": stale_ttl})  # fmt: skip
+        return self._get_or_load(key, loader, ttl, _tokens(tags), jitter, None, None, protection)
 
     def _get_or_load(
         self,
@@ -303,25 +351,22 @@ class Cache:
         jitter: float | None,
         scope: Counters | None,
         where: str | None,
+        protection: Protection,
     ) -> T:
-        value = self._read(key, scope, tokens)
+        value, head = self._read(key, scope, tokens)
+        refresh = None
         if value is not MISSING:
-            return value  # type: ignore[no-any-return]
-        started = time.perf_counter()
-        value = loader()
-        if inspect.isawaitable(value):
-            if inspect.iscoroutine(value):
-                value.close()
-            where = where or f"cache.get_or_set({key!r})"
-            raise TypeError(f"{where}: the loader is async; use aget_or_set() or an async function")
-        self._stats.add(scope, "loads")
-        self._stats.add(scope, "load_seconds", time.perf_counter() - started)
-        self._store(self._write_call(key, value, ttl, tokens, jitter, where or f"cache.get_or_set({key!r})"), scope)
-        return value
+            refresh = self._reader.refresh_due(head, protection) if head else None
+            if refresh is None:
+                return value  # type: ignore[no-any-return]
+        where = where or "cache.get_or_set"
+        req = flows.Request(key, tokens, ttl, jitter, scope, where, protection)
+        flow = flows.after_read(self, req, value, head, refresh, server_down=head is FAILED)
+        return self._run(flow, loader, where)  # type: ignore[no-any-return]
 
     def bump_version(self, group: str | None = None) -> int:
-        """Make every key of ``group`` (its first ``:`` segment, e.g. ``"product"``) a miss at once; with no
-        group, every key of the namespace.  One ``INCR``, no SCAN.  Returns 0 when nothing was cached under it."""
+        """Make every key of ``group`` (its first ``:`` segment, e.g. ``"product"``) a miss at once; with no group,
+        every key of the namespace.  One ``INCR``, no SCAN.  Returns 0 when nothing was cached under it."""
         return int(self._invalidate(store.bump(self._counters(group)), "bump_version"))
 
     def invalidate_tags(self, *tags: str) -> int:
@@ -340,8 +385,8 @@ class Cache:
     def clear(self) -> int:
         """Delete every key of this namespace (SCAN + UNLINK in batches); returns how many were deleted.
 
-        O(number of keys), unlike :meth:`bump_version`, which makes them all misses with one command: use this to
-        free the memory (tests, a demo, a namespace being retired), not to invalidate.
+        O(number of keys), unlike :meth:`bump_version`, which makes them all misses with one command: use this to free
+        the memory (tests, a demo, a namespace being retired), not to invalidate.
         """
         deleted = 0
         try:
@@ -372,45 +417,92 @@ class Cache:
         finally:
             self._stats.roundtrip(scope, time.perf_counter() - started)
 
-    async def _aread(self, key: str, scope: Counters | None, tag_tokens: tuple[str, ...] = ()) -> Any:
-        keys = self._read_keys(key, tag_tokens)
+    async def _aread(self, key: str, scope: Counters | None, tokens: tuple[str, ...] = ()) -> tuple[Any, list[bytes]]:
+        keys = self._read_keys(key, tokens)
         started = time.perf_counter()
         try:
             reply = await self.connection.acommand("MGET", *keys)
-            value = self._verdict(reply, tag_tokens, scope, time.perf_counter() - started)
-            if value is _RECHECK:
+            value, head = self._reader.verdict(reply, tokens, scope, time.perf_counter() - started)
+            if value is RECHECK:
                 call = store.read(self.keyspace, key)
                 started = time.perf_counter()
                 raw = await self.connection.ascript(call.script, call.keys, call.args)
-                value = self._rechecked(raw, scope, time.perf_counter() - started)
+                value = self._reader.validated(raw, scope, time.perf_counter() - started)
+                head = store.header_of(raw) if value is not MISSING else NO_HEAD
         except SERVER_ERRORS as exc:
             self._failed("read", exc, scope)
             self._stats.read(scope, False, time.perf_counter() - started)
-            return MISSING
-        return value
+            return MISSING, FAILED
+        return value, head
 
     async def _astore(self, call: store.Call, scope: Counters | None) -> bool:
         try:
-            await self._acall(call, scope)
+            result = await self._acall(call, scope)
         except SERVER_ERRORS as exc:
             self._failed("write", exc, scope)
             return False
-        self._stats.add(scope, "sets")
-        return True
+        self._stats.add(scope, "sets" if result == 1 else "refused_writes")
+        return bool(result == 1)
 
     async def _ainvalidate(self, call: store.Call, what: str) -> Any:
         try:
             return await self._acall(call, None)
         except SERVER_ERRORS as exc:
             self._failed(what, exc, None)
-            raise InvalidationError(
-                f"{what} did not reach the server ({type(exc).__name__}: {exc}); the cache may serve the old "
-                "value until its TTL ends: retry the invalidation"
-            ) from exc
+            raise self._not_stored(what, exc) from exc
+
+    async def _arun(self, flow: flows.Flow, loader: Callable[[], Any]) -> Any:
+        """Drive a flow with the asyncio client."""
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as done:
+                return done.value
+            reply, error = None, None
+            kind = step[0]
+            try:
+                if kind == flows.MGET:
+                    started = time.perf_counter()
+                    reply = await self.connection.acommand("MGET", *step[1])
+                    self._stats.roundtrip(None, time.perf_counter() - started)
+                elif kind == flows.SCRIPT:
+                    reply = await self._acall(step[1], None)
+                elif kind == flows.LOAD:
+                    reply = loader()
+                    if inspect.isawaitable(reply):
+                        reply = await reply
+                elif kind == flows.LISTEN:
+                    notifier, channel = self.connection.notifier, self.keyspace.fill_channel
+                    reply = notifier.ready(channel) or await asyncio.get_running_loop().run_in_executor(
+                        None, notifier.ensure, channel
+                    )
+                elif kind == flows.WAIT:
+                    _, entry, timeout, since = step
+                    notifier = self.connection.notifier
+                    waiter = notifier.register(entry, loop=asyncio.get_running_loop())
+                    if notifier.filled_since(entry, since):
+                        notifier.unregister(waiter)
+                        reply = True
+                    else:
+                        reply = await notifier.await_(waiter, timeout)
+                else:  # SPAWN: a background refresh; its failures are counted and logged, never raised
+                    task = asyncio.get_running_loop().create_task(self._arun_quietly(step[1], loader))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+            except BaseException as exc:
+                error = exc
+
+    async def _arun_quietly(self, flow: flows.Flow, loader: Callable[[], Any]) -> None:
+        try:
+            await self._arun(flow, loader)
+        except Exception as exc:
+            self._failed("background refresh", exc, None)
 
     async def aget(self, key: str, default: Any = None, *, tags: Iterable[str] = ()) -> Any:
         """Async :meth:`get`."""
-        value = await self._aread(key, None, _tokens(tags))
+        value = (await self._aread(key, None, _tokens(tags)))[0]
         return default if value is MISSING else value
 
     async def aset(
@@ -421,26 +513,24 @@ class Cache:
         *,
         tags: Iterable[str] = (),
         jitter: float | None = None,
+        version: int | None = None,
     ) -> bool:
         """Async :meth:`set`."""
-        return await self._astore(
-            self._write_call(key, value, ttl, _tokens(tags), jitter, f"cache.aset({key!r})"), None
+        call = self._write_call(
+            key,
+            value,
+            ttl,
+            _tokens(tags),
+            jitter,
+            f"cache.aset({key!r})",
+            grace=self.protection.stale_ttl,
+            version=version,
         )
+        return await self._astore(call, None)
 
     async def adelete(self, key: str) -> bool:
         """Async :meth:`delete`."""
-        entry = self.keyspace.entry(key)
-        started = time.perf_counter()
-        try:
-            removed = await self.connection.acommand("DEL", entry)
-        except SERVER_ERRORS as exc:
-            self._failed("delete", exc, None)
-            raise InvalidationError(
-                f"adelete({key!r}) did not reach the server ({type(exc).__name__}); the old value may be served "
-                "until its TTL ends: retry"
-            ) from exc
-        finally:
-            self._stats.roundtrip(None, time.perf_counter() - started)
+        removed = await self._ainvalidate(store.delete(self.keyspace, key), f"adelete({key!r})")
         self._stats.add(None, "deletes")
         return bool(removed)
 
@@ -452,9 +542,15 @@ class Cache:
         *,
         tags: Iterable[str] = (),
         jitter: float | None = None,
+        single_flight: bool | None = None,
+        early_refresh: float | None = None,
+        stale_ttl: float | None = None,
     ) -> T:
-        """Async :meth:`get_or_set`; ``loader`` may be a plain or an async callable."""
-        return await self._aget_or_load(key, loader, ttl, _tokens(tags), jitter, None, None)
+        """Async :meth:`get_or_set`; ``loader`` may be a plain or an async callable.  A stale or early refresh runs
+        in the background: the caller gets the current value at once."""
+        protection = self._protection(None, {"single_flight": single_flight, "early_refresh": early_refresh,
+                                             "stale_ttl": stale_ttl})  # fmt: skip
+        return await self._aget_or_load(key, loader, ttl, _tokens(tags), jitter, None, None, protection)
 
     async def _aget_or_load(
         self,
@@ -465,20 +561,17 @@ class Cache:
         jitter: float | None,
         scope: Counters | None,
         where: str | None,
+        protection: Protection,
     ) -> T:
-        value = await self._aread(key, scope, tokens)
+        value, head = await self._aread(key, scope, tokens)
+        refresh = None
         if value is not MISSING:
-            return value  # type: ignore[no-any-return]
-        started = time.perf_counter()
-        value = loader()
-        if inspect.isawaitable(value):
-            value = await value
-        self._stats.add(scope, "loads")
-        self._stats.add(scope, "load_seconds", time.perf_counter() - started)
-        await self._astore(
-            self._write_call(key, value, ttl, tokens, jitter, where or f"cache.aget_or_set({key!r})"), scope
-        )
-        return value  # type: ignore[no-any-return]
+            refresh = self._reader.refresh_due(head, protection) if head else None
+            if refresh is None:
+                return value  # type: ignore[no-any-return]
+        req = flows.Request(key, tokens, ttl, jitter, scope, where or "cache.aget_or_set", protection, background=True)
+        flow = flows.after_read(self, req, value, head, refresh, server_down=head is FAILED)
+        return await self._arun(flow, loader)  # type: ignore[no-any-return]
 
     async def abump_version(self, group: str | None = None) -> int:
         """Async :meth:`bump_version`."""
@@ -505,19 +598,27 @@ class Cache:
         tags: Iterable[str] = (),
         *,
         jitter: float | None = None,
+        single_flight: bool | None = None,
+        early_refresh: float | None = None,
+        stale_ttl: float | None = None,
+        protection: Protection | None = None,
     ) -> CachedDecorator:
         """Decorate a ``def`` or ``async def`` (function or method) with cache-aside.
 
-        ``key``: a template filled from the bound arguments (``"product:{product_id}"``); by default the
-        function's qualified name plus a digest of its arguments.  ``tags``: names (or templates) that
-        :meth:`invalidate_tags` can later invalidate.
+        ``key``: a template filled from the bound arguments (``"product:{product_id}"``); by default the function's
+        qualified name plus a digest of its arguments.  ``tags``: names (or templates) that :meth:`invalidate_tags`
+        can later invalidate.  ``single_flight``/``early_refresh``/``stale_ttl``/``protection``: as for
+        :meth:`get_or_set`.
         """
         from .decorator import CachedDecorator
 
-        return CachedDecorator(self, ttl=ttl, key=key, tags=tuple(tags), jitter=jitter)
+        chosen = self._protection(
+            protection, {"single_flight": single_flight, "early_refresh": early_refresh, "stale_ttl": stale_ttl}
+        )
+        return CachedDecorator(self, ttl=ttl, key=key, tags=tuple(tags), jitter=jitter, protection=chosen)
 
     def stats(self) -> CacheStats:
-        """Hits, misses, errors, loads and timings for the namespace and each cached function."""
+        """Hits, misses, errors, loads, leases, waits and timings for the namespace and each cached function."""
         return self._stats.snapshot()
 
     def reset_stats(self) -> None:
@@ -540,7 +641,9 @@ class Cache:
         self.connection.close()
 
     async def aclose(self) -> None:
-        """Async :meth:`close` (also closes this event loop's asyncio connections)."""
+        """Async :meth:`close` (also closes this event loop's asyncio connections; waits for background refreshes)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self.connection.aclose()
 
     def __enter__(self) -> Cache:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from .errors import ConfigurationError
 from .keys import CallKey
+from .stampede import Protection
 from .ttl import TTLLike, check_jitter, resolve_ttl_ms
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class CachedDecorator:
         key: str | None,
         tags: tuple[str, ...],
         jitter: float | None,
+        protection: Protection,
     ) -> None:
         resolve_ttl_ms(ttl, cache.default_ttl, where="@cache.cached(...)")  # no TTL: fail at decoration
         if key is not None and (not isinstance(key, str) or not key):
@@ -48,6 +50,7 @@ class CachedDecorator:
         self.key = key
         self.tags = tags
         self.jitter = None if jitter is None else check_jitter(jitter)
+        self.protection = protection
 
     def __call__(self, fn: Callable[P, R]) -> CachedFunction[P, R]:
         if isinstance(fn, (staticmethod, classmethod)):
@@ -66,7 +69,8 @@ class CachedFunction(Generic[P, R]):
         self._fn = fn
         self._cache = spec.cache
         self._call_key = CallKey(fn, spec.key, spec.tags)
-        self._scope = self._cache._scope(self._call_key.name)
+        self._name = self._call_key.name
+        self._scope = self._cache._scope(self._name)
         self._self = bound_to
         functools.update_wrapper(self, fn)
 
@@ -103,7 +107,7 @@ class CachedFunction(Generic[P, R]):
         fn, full = self._fn, self._args(args)
         spec = self._spec
         return self._cache._get_or_load(
-            key, lambda: fn(*full, **kwargs), spec.ttl, tags, spec.jitter, self._scope, self._call_key.name
+            key, lambda: fn(*full, **kwargs), spec.ttl, tags, spec.jitter, self._scope, self._name, spec.protection
         )
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
@@ -116,7 +120,10 @@ class CachedFunction(Generic[P, R]):
         key, tags = self._key_and_tags(args, kwargs)
         spec = self._spec
         return self._cache._store(
-            self._cache._write_call(key, value, spec.ttl, tags, spec.jitter, self._call_key.name), self._scope
+            self._cache._write_call(
+                key, value, spec.ttl, tags, spec.jitter, self._name, grace=spec.protection.stale_ttl
+            ),
+            self._scope,
         )
 
     def invalidate_all(self) -> None:
@@ -154,7 +161,7 @@ class AsyncCachedFunction(CachedFunction[P, R]):
         fn, full = self._fn, self._args(args)
         spec = self._spec
         return await self._cache._aget_or_load(
-            key, lambda: fn(*full, **kwargs), spec.ttl, tags, spec.jitter, self._scope, self._call_key.name
+            key, lambda: fn(*full, **kwargs), spec.ttl, tags, spec.jitter, self._scope, self._name, spec.protection
         )
 
     async def aset(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> bool:
@@ -162,7 +169,10 @@ class AsyncCachedFunction(CachedFunction[P, R]):
         key, tags = self._key_and_tags(args, kwargs)
         spec = self._spec
         return await self._cache._astore(
-            self._cache._write_call(key, value, spec.ttl, tags, spec.jitter, self._call_key.name), self._scope
+            self._cache._write_call(
+                key, value, spec.ttl, tags, spec.jitter, self._name, grace=spec.protection.stale_ttl
+            ),
+            self._scope,
         )
 
     async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:

@@ -3,12 +3,14 @@
 An entry on the server is ``b"cw1"`` + serializer code (1 byte) + header length (4 hex digits) + header + payload.
 The header is ASCII tokens separated by spaces::
 
-    <namespace version> <group version> <written at, ms> <ttl, ms> <tag count> [<tag> <tag version>]... [k=v]...
+    <namespace version> <group version> <written at, ms> <ttl, ms> <grace, ms> <load time, ms> <tag count>
+    [<tag> <tag version>]... [k=v]...
 
 The Lua read (``store/get.lua``) checks the versions and tags in the same call that reads the value; Python only
-needs the payload offset on a hit.  A value that does not start with the magic, or whose serializer is unknown, is
-treated as a miss and counted (it was written by another program or an older format).  Trailing ``k=v`` tokens
-carry metadata for later features (the loader's duration for early refresh) and are ignored by the Lua read.
+needs the payload offset on a hit, and the times for early refresh (the entry's expiry and its load time) and
+stale serving (``grace``: how long past its TTL it is kept).  A value that does not start with the magic, or whose
+serializer is unknown, is treated as a miss and counted (it was written by another program or an older format).
+Trailing ``k=v`` tokens carry optional metadata (``v=``: the version of a versioned write).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class Entry:
     group_version: int
     written_at_ms: int
     ttl_ms: int
+    grace_ms: int
+    load_ms: int
     tags: dict[str, int]
     meta: dict[str, str] = field(default_factory=dict)
     payload: bytes = b""
@@ -57,15 +61,17 @@ def parse(raw: bytes) -> Entry:
     """Every field of a stored entry."""
     code, payload = payload_of(raw)
     hlen = int(raw[4:8], 16)
-    tokens = raw[HEADER_START : HEADER_START + hlen].decode("ascii", errors="strict").split(" ")
     try:
-        ns_v, grp_v, written, ttl, ntags = (int(t) for t in tokens[:5])
-        tag_tokens = tokens[5 : 5 + 2 * ntags]
+        tokens = raw[HEADER_START : HEADER_START + hlen].decode("ascii").split(" ")
+        ns_v, grp_v, written, ttl, grace, load, ntags = (int(t) for t in tokens[:7])
+        tag_tokens = tokens[7 : 7 + 2 * ntags]
+        if len(tag_tokens) != 2 * ntags:
+            raise IndexError
         tags = {tag_tokens[i]: int(tag_tokens[i + 1]) for i in range(0, len(tag_tokens), 2)}
-        meta = dict(t.split("=", 1) for t in tokens[5 + 2 * ntags :] if "=" in t)
+        meta = dict(t.split("=", 1) for t in tokens[7 + 2 * ntags :] if "=" in t)
     except (ValueError, IndexError):
         raise EntryError("corrupt entry header") from None
-    return Entry(code, ns_v, grp_v, written, ttl, tags, meta, payload)
+    return Entry(code, ns_v, grp_v, written, ttl, grace, load, tags, meta, payload)
 
 
 def meta_tokens(meta: dict[str, str | int | float]) -> str:

@@ -63,6 +63,8 @@ class KeySpace:
     tag_prefix: str = field(init=False)
     #: A SCAN ``MATCH`` pattern for every key of the namespace.
     pattern: str = field(init=False)
+    #: The pub/sub channel on which every write and every released lease of the namespace is announced.
+    fill_channel: str = field(init=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.namespace, str) or not _NAMESPACE_RE.match(self.namespace):
@@ -76,6 +78,7 @@ class KeySpace:
         object.__setattr__(self, "namespace_version", f"{prefix}{INTERNAL}:v")
         object.__setattr__(self, "tag_prefix", f"{prefix}{INTERNAL}:t:")
         object.__setattr__(self, "pattern", prefix + "*")  # namespaces hold no glob characters
+        object.__setattr__(self, "fill_channel", f"{prefix}{INTERNAL}:fill")
 
     # -- user entries -----------------------------------------------------------------------------------------
     def entry(self, key: str) -> str:
@@ -89,6 +92,10 @@ class KeySpace:
         if len(key) > MAX_KEY_BYTES // 4 and len(key.encode()) > MAX_KEY_BYTES:
             key = shorten(key)
         return self.prefix + key
+
+    def lease(self, entry: str) -> str:
+        """The lease key of an entry (its server key, from :meth:`entry`): who is loading it right now."""
+        return f"{self.internal}l:{entry[len(self.prefix) :]}"
 
     @staticmethod
     def group_of(key: str) -> str:

@@ -26,6 +26,18 @@ class Counters:
     errors: int = 0
     loads: int = 0
     load_seconds: float = 0.0
+    #: Loads made while holding the key's lease (the one load of a cold key, across every process).
+    leases: int = 0
+    #: Reads that waited for another caller's load instead of loading.
+    waits: int = 0
+    #: Waiters that gave up waiting (the holder died or hung) and loaded for themselves.
+    wait_timeouts: int = 0
+    #: Hits that refreshed the entry before it expired (XFetch).
+    early_refreshes: int = 0
+    #: Reads served a stale value while another caller reloaded it (stale-while-revalidate).
+    stale_served: int = 0
+    #: Loaded values not stored because an invalidation or a write came during the load (they may be stale).
+    refused_writes: int = 0
     roundtrips: int = 0
     roundtrip_seconds: float = 0.0
 

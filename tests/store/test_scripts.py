@@ -18,11 +18,12 @@ def run(client: redis.Redis, call: store.Call) -> object:
 def test_written_entry_carries_its_stamps(raw: redis.Redis, unique_namespace: str) -> None:
     ks = KeySpace(unique_namespace)
     tokens = (tag_token("products"), tag_token("sales 2026"))
-    run(raw, store.write(ks, "product:1", b"j", b'{"a":1}', 30_000, tokens, "d=12"))
+    run(raw, store.write(ks, "product:1", b"j", b'{"a":1}', 30_000, tokens, load_ms=12, meta="k=v"))
     stored = raw.get(ks.entry("product:1"))
     assert isinstance(stored, bytes)
     entry = parse(stored)
-    assert entry.payload == b'{"a":1}' and entry.ttl_ms == 30_000 and entry.meta == {"d": "12"}
+    assert entry.payload == b'{"a":1}' and entry.ttl_ms == 30_000 and entry.meta == {"k": "v"}
+    assert entry.load_ms == 12 and entry.grace_ms == 0
     assert abs(entry.written_at_ms / 1000 - time.time()) < 5
     assert entry.namespace_version == int(raw.get(ks.namespace_version) or 0)
     assert entry.group_version == int(raw.get(ks.group_version("product")) or 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .embedded import EmbeddedServer, release_server, shared_server
+from .notify import FillNotifier
 from .scripts import Script
 from .urls import ServerAddress, parse_url, redact
 
@@ -112,7 +114,25 @@ class Connection:
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = weakref.WeakKeyDictionary()
         self._last_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._last: _LoopClient | None = None
+        self._notifier: FillNotifier | None = None
+        self._notifier_lock = threading.Lock()
         self.closed = False
+
+    @property
+    def notifier(self) -> FillNotifier:
+        """The pub/sub listener that wakes callers waiting for another caller's load (started on first use)."""
+        notifier = self._notifier
+        if notifier is None:
+            with self._notifier_lock:
+                if self._notifier is None:
+                    options = self.options
+                    self._notifier = FillNotifier(
+                        self._target,
+                        connect_timeout=options.connect_timeout,
+                        pool_kwargs={"protocol": 2, "socket_timeout": max(options.timeout, 1.0), **dict(options.extra)},
+                    )
+                notifier = self._notifier
+        return notifier
 
     @property
     def target(self) -> str:
@@ -172,6 +192,8 @@ class Connection:
             self.sync.connection_pool.disconnect()
         self._async.clear()
         self._last_loop, self._last = None, None
+        if self._notifier is not None:
+            self._notifier.close()
         if self.server is not None:
             release_server(self.server)
             self.server = None

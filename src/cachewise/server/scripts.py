@@ -30,9 +30,13 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     @classmethod
-    def beside(cls, package: str, filename: str) -> Script:
-        """Load ``filename`` from the folder of ``package`` (the module that uses it)."""
-        source = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+    def beside(cls, package: str, filename: str, *, prelude: str | None = None) -> Script:
+        """Load ``filename`` from the folder of ``package`` (the module that uses it), after ``prelude`` (a file of
+        shared Lua functions in the same folder) when given."""
+        folder = resources.files(package)
+        source = folder.joinpath(filename).read_text(encoding="utf-8")
+        if prelude is not None:
+            source = folder.joinpath(prelude).read_text(encoding="utf-8") + "\n" + source
         return cls(source, filename)
 
     def __call__(self, client: Redis, keys: list[str], args: list[KeyOrArg]) -> Any:

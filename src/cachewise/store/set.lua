@@ -1,30 +1,47 @@
--- Write one cache entry stamped with the current values of the counters that can invalidate it.
--- KEYS[1] the entry; KEYS[2] the namespace version counter; KEYS[3] the group version counter;
--- KEYS[4..] one counter per tag.
--- ARGV[1] TTL in ms; ARGV[2] serializer code (1 byte); ARGV[3] extra header tokens ('' for none);
--- ARGV[4] the payload; ARGV[5..] the tags' tokens, in the order of KEYS[4..].
--- A missing counter is created with a value that no earlier incarnation of it can have had (the server's
--- clock in microseconds); every counter is kept alive at least as long as the entry, so that a counter can
--- only disappear once every entry stamped with it is gone.  Every key written here has a TTL.
-local ttl = tonumber(ARGV[1])
-local clock = redis.call('TIME')
-local fresh = clock[1] .. string.format('%06d', clock[2])
-local function stamp(key)
-  local value = redis.call('GET', key)
-  if not value then
-    redis.call('SET', key, fresh, 'PX', ttl)
-    return fresh
+-- Write one entry stamped with the current values of the counters that can invalidate it.
+-- KEYS[1] the entry; KEYS[2] the namespace version counter; KEYS[3] the group version counter; KEYS[4] the lease;
+-- KEYS[5..] one counter per tag.
+-- ARGV[1] TTL in ms; ARGV[2] grace in ms (kept that much longer, to be served stale); ARGV[3] serializer code;
+-- ARGV[4] load time in ms; ARGV[5] extra header tokens ('' for none); ARGV[6] payload; ARGV[7] lease token ('' for
+-- a plain write); ARGV[8] version ('' for none); ARGV[9] the fill channel; ARGV[10..] the tags' tokens.
+-- A lease holder's value is stored only while its lease stands and no counter moved since it was taken
+-- (returns 0: lease lost, -1: invalidated meanwhile).  A plain write voids any outstanding lease, so a slower
+-- loader cannot overwrite it.  With a version, an entry holding a newer or equal version is kept (returns -2).
+-- Every write that lands, and every lease that ends, is published on the fill channel to wake waiters.
+local ttl, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
+local token = ARGV[7]
+if token ~= '' then
+  local lease = redis.call('GET', KEYS[4])
+  if not lease or string.sub(lease, 1, #token + 1) ~= token .. ' ' then return 0 end
+  local snapshot = string.gmatch(string.sub(lease, #token + 2), '%S+')
+  for i = 2, #KEYS do
+    if i ~= 4 and redis.call('GET', KEYS[i]) ~= snapshot() then
+      redis.call('DEL', KEYS[4])
+      redis.call('PUBLISH', ARGV[9], KEYS[1])
+      return -1
+    end
   end
-  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
-  return value
 end
-local written_ms = clock[1] .. string.format('%03d', math.floor(clock[2] / 1000))
-local parts = {stamp(KEYS[2]), stamp(KEYS[3]), written_ms, ARGV[1], tostring(#KEYS - 3)}
-for i = 4, #KEYS do
-  parts[#parts + 1] = ARGV[i + 1]
-  parts[#parts + 1] = stamp(KEYS[i])
+if ARGV[8] ~= '' then
+  local old = redis.call('GET', KEYS[1])
+  if old and string.sub(old, 1, 3) == 'cw1' then
+    local hlen = tonumber(string.sub(old, 5, 8), 16) or 0
+    local held = tonumber(string.match(string.sub(old, 9, 8 + hlen), ' v=(%d+)'))
+    if held and held >= tonumber(ARGV[8]) then return -2 end
+  end
 end
-if ARGV[3] ~= '' then parts[#parts + 1] = ARGV[3] end
+local now_ms, fresh = server_clock()
+local life = ttl + grace
+local parts = {counter(KEYS[2], life, fresh), counter(KEYS[3], life, fresh), string.format('%d', now_ms), ARGV[1],
+  ARGV[2], ARGV[4], tostring(#KEYS - 4)}
+for i = 5, #KEYS do
+  parts[#parts + 1] = ARGV[i + 5]
+  parts[#parts + 1] = counter(KEYS[i], life, fresh)
+end
+if ARGV[8] ~= '' then parts[#parts + 1] = 'v=' .. ARGV[8] end
+if ARGV[5] ~= '' then parts[#parts + 1] = ARGV[5] end
 local header = table.concat(parts, ' ')
-redis.call('SET', KEYS[1], 'cw1' .. ARGV[2] .. string.format('%04x', #header) .. header .. ARGV[4], 'PX', ttl)
+redis.call('SET', KEYS[1], 'cw1' .. ARGV[3] .. string.format('%04x', #header) .. header .. ARGV[6], 'PX', life)
+redis.call('DEL', KEYS[4])
+redis.call('PUBLISH', ARGV[9], KEYS[1])
 return 1

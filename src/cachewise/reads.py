@@ -1,0 +1,134 @@
+"""What a read's reply means for the caller, without I/O: a value, a miss, or a reason to look again.
+
+Shared by the sync and async paths of :class:`~cachewise.Cache` and by the flows; it decodes payloads, counts hits,
+misses and unreadable values, and decides whether a hit should be refreshed (early, or because it is stale).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+from . import store
+from .envelope import EntryError, payload_of
+from .failures import ErrorLog
+from .serializers import Serializer
+from .stampede import Protection, xfetch_due
+from .stats import Counters, StatsRegistry
+
+__all__ = ["FAILED", "MISSING", "NO_HEAD", "RECHECK", "EntryReader"]
+
+
+class _Missing:
+    """The type of :data:`MISSING`."""
+
+    _instance: _Missing | None = None
+
+    def __new__(cls) -> _Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+#: Returned by ``cache.get(key, default=MISSING)`` on a miss, so that a cached ``None`` is told apart.
+MISSING: Any = _Missing()
+#: The entry has tags the reader did not name: only the Lua read can judge it.
+RECHECK: Any = object()
+NO_HEAD: list[bytes] = []
+#: The header of a read that failed (the server did not answer): the caller loads without the cache.
+FAILED: list[bytes] = []
+
+
+class EntryReader:
+    """Turns replies into values for one cache (its serializer, its counters, its log)."""
+
+    def __init__(self, namespace: str, serializer: Serializer, stats: StatsRegistry, errors: ErrorLog) -> None:
+        self.namespace = namespace
+        self.serializer = serializer
+        self.code = serializer.code
+        self.stats = stats
+        self.errors = errors
+        self._random = random.random
+
+    def verdict(
+        self, reply: list[Any], tokens: tuple[str, ...], scope: Counters | None, seconds: float
+    ) -> tuple[Any, list[bytes]]:
+        """``(value, header tokens)`` of a first read; MISSING for a miss, a stale or an unreadable entry; RECHECK
+        when the entry has tags the reader did not name.  Counts the read."""
+        verdict, start, head = store.judge(reply, tokens)
+        if verdict == store.HIT:
+            return self.decode(reply[0], start, scope, seconds), head
+        if verdict == store.RECHECK:
+            self.stats.roundtrip(scope, seconds)
+            return RECHECK, NO_HEAD
+        if verdict == store.INVALID:
+            self.invalid(scope, "not a cachewise entry of this format")
+        self.stats.read(scope, False, seconds)
+        return MISSING, NO_HEAD
+
+    def decode(self, raw: bytes, start: int, scope: Counters | None, seconds: float | None) -> Any:
+        """The payload's value (counted as a hit when ``seconds`` is given), or MISSING if it cannot be read."""
+        try:
+            if raw[3:4] != self.code:
+                raise EntryError(f"entry written with serializer code {raw[3:4]!r}")
+            value = self.serializer.loads(raw[start:])
+        except Exception as exc:  # corrupt payload or another serializer's: a miss, never an error
+            self.invalid(scope, str(exc))
+            if seconds is not None:
+                self.stats.read(scope, False, seconds)
+            return MISSING
+        if seconds is not None:
+            self.stats.read(scope, True, seconds)
+        return value
+
+    def validated(self, raw: bytes | None, scope: Counters | None, seconds: float | None = None) -> Any:
+        """The value of an entry a Lua script already validated (``get.lua``, ``acquire.lua``)."""
+        if raw is None:
+            if seconds is not None:
+                self.stats.read(scope, False, seconds)
+            return MISSING
+        try:
+            _, payload = payload_of(raw)
+        except EntryError as exc:
+            self.invalid(scope, str(exc))
+            if seconds is not None:
+                self.stats.read(scope, False, seconds)
+            return MISSING
+        return self.decode(raw, len(raw) - len(payload), scope, seconds)
+
+    def peek(self, reply: list[Any], tokens: tuple[str, ...]) -> Any:
+        """A later read of the same call (a waiter's): its value or MISSING, not counted again."""
+        verdict, start, _ = store.judge(reply, tokens)
+        if verdict != store.HIT:
+            return MISSING
+        return self.decode(reply[0], start, None, None)
+
+    def refresh_due(self, head: list[bytes], protection: Protection) -> str | None:
+        """Whether a hit should be reloaded: ``"stale"`` (past its TTL, kept for its grace period), ``"early"``
+        (XFetch says so this time), or None."""
+        if head[4] == b"0" and (head[5] == b"0" or not protection.early_refresh):
+            return None
+        written, ttl, grace, load = store.times(head)
+        now_ms = time.time() * 1000
+        if grace and now_ms >= written + ttl:
+            return "stale"
+        if xfetch_due(now_ms, written, ttl, load, protection.early_refresh, 1.0 - self._random()):
+            return "early"
+        return None
+
+    def invalid(self, scope: Counters | None, why: str) -> None:
+        self.stats.add(scope, "invalid")
+        self.errors.log(
+            "invalid",
+            f"unreadable value under a key of namespace {self.namespace!r} ({why}): treated as a miss, it will be "
+            "replaced",
+            logging.INFO,
+        )
