@@ -4,6 +4,9 @@ Server-facing tests take ``server_url`` and run once per server kind.  The embed
 itself, so the suite passes on a machine with no server installed.  The system Redis (``CACHEWISE_TEST_REDIS``,
 default ``redis://127.0.0.1:6379/0``) is used when it answers; in CI (``CI=true``) a missing one is a failure.
 
+SQL-facing tests take ``database_url`` and run once on a SQLite file and once on the system PostgreSQL
+(``CACHEWISE_TEST_POSTGRES``), under the same rules.
+
 Each test gets its own namespace; at teardown every key in it must have a TTL (the seed's §5 rule, checked after
 every test), and the keys are removed so that a shared server is left as it was found.
 """
@@ -21,6 +24,7 @@ from cachewise import Cache
 from cachewise.server.embedded import EmbeddedServer
 
 SYSTEM_REDIS = os.environ.get("CACHEWISE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+SYSTEM_POSTGRES = os.environ.get("CACHEWISE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SERVER_KINDS = ("embedded", "redis")
 
@@ -107,3 +111,42 @@ def raw(server_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(server_url)
     yield client
     client.close()
+
+
+def _postgres_problem(url: str) -> str | None:
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 2})
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def sqlite_database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url() -> str:
+    problem = _postgres_problem(SYSTEM_POSTGRES)
+    if problem is not None:
+        message = f"PostgreSQL at {SYSTEM_POSTGRES} is unreachable ({problem})"
+        if IN_CI:
+            pytest.fail(message + "; in CI every service must be up (.ci/run starts it)")
+        pytest.skip(message)
+    return SYSTEM_POSTGRES
+
+
+@pytest.fixture(params=("sqlite", "postgres"), scope="session")
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A real SQL database's SQLAlchemy URL: once a SQLite file, once the system PostgreSQL.  Tests create their
+    own uniquely named tables and drop them."""
+    url: str = request.getfixturevalue(f"{request.param}_database_url")
+    return url
