@@ -198,13 +198,15 @@ class Cache:
         finally:
             self._stats.roundtrip(scope, time.perf_counter() - started)
 
-    def _read(self, key: str, scope: Counters | None, tokens: tuple[str, ...] = ()) -> tuple[Any, list[bytes]]:
+    def _read(
+        self, key: str, scope: Counters | None, tokens: tuple[str, ...] = (), serve_stale: bool = False
+    ) -> tuple[Any, list[bytes]]:
         """One read: ``(value or MISSING, header tokens)``; fails open."""
         keys = self._read_keys(key, tokens)
         started = time.perf_counter()
         try:
             reply = self._sync.execute_command("MGET", *keys)  # type: ignore[no-untyped-call]
-            value, head = self._reader.verdict(reply, tokens, scope, time.perf_counter() - started)
+            value, head = self._reader.verdict(reply, tokens, scope, time.perf_counter() - started, serve_stale)
             if value is RECHECK:
                 call = store.read(self.keyspace, key)
                 started = time.perf_counter()
@@ -353,7 +355,7 @@ class Cache:
         where: str | None,
         protection: Protection,
     ) -> T:
-        value, head = self._read(key, scope, tokens)
+        value, head = self._read(key, scope, tokens, serve_stale=True)
         refresh = None
         if value is not MISSING:
             refresh = self._reader.refresh_due(head, protection) if head else None
@@ -417,12 +419,14 @@ class Cache:
         finally:
             self._stats.roundtrip(scope, time.perf_counter() - started)
 
-    async def _aread(self, key: str, scope: Counters | None, tokens: tuple[str, ...] = ()) -> tuple[Any, list[bytes]]:
+    async def _aread(
+        self, key: str, scope: Counters | None, tokens: tuple[str, ...] = (), serve_stale: bool = False
+    ) -> tuple[Any, list[bytes]]:
         keys = self._read_keys(key, tokens)
         started = time.perf_counter()
         try:
             reply = await self.connection.acommand("MGET", *keys)
-            value, head = self._reader.verdict(reply, tokens, scope, time.perf_counter() - started)
+            value, head = self._reader.verdict(reply, tokens, scope, time.perf_counter() - started, serve_stale)
             if value is RECHECK:
                 call = store.read(self.keyspace, key)
                 started = time.perf_counter()
@@ -563,7 +567,7 @@ class Cache:
         where: str | None,
         protection: Protection,
     ) -> T:
-        value, head = await self._aread(key, scope, tokens)
+        value, head = await self._aread(key, scope, tokens, serve_stale=True)
         refresh = None
         if value is not MISSING:
             refresh = self._reader.refresh_due(head, protection) if head else None

@@ -59,12 +59,16 @@ class EntryReader:
         self._random = random.random
 
     def verdict(
-        self, reply: list[Any], tokens: tuple[str, ...], scope: Counters | None, seconds: float
+        self, reply: list[Any], tokens: tuple[str, ...], scope: Counters | None, seconds: float, serve_stale: bool
     ) -> tuple[Any, list[bytes]]:
         """``(value, header tokens)`` of a first read; MISSING for a miss, a stale or an unreadable entry; RECHECK
-        when the entry has tags the reader did not name.  Counts the read."""
+        when the entry has tags the reader did not name.  An entry past its TTL, kept for its grace period, is a hit
+        only when ``serve_stale`` (a cache-aside read, which then reloads it).  Counts the read."""
         verdict, start, head = store.judge(reply, tokens)
         if verdict == store.HIT:
+            if not serve_stale and head[4] != b"0" and self.past_ttl(head):
+                self.stats.read(scope, False, seconds)
+                return MISSING, NO_HEAD
             return self.decode(reply[0], start, scope, seconds), head
         if verdict == store.RECHECK:
             self.stats.roundtrip(scope, seconds)
@@ -110,6 +114,12 @@ class EntryReader:
         if verdict != store.HIT:
             return MISSING
         return self.decode(reply[0], start, None, None)
+
+    @staticmethod
+    def past_ttl(head: list[bytes]) -> bool:
+        """Whether an entry is past its TTL (and only kept for its grace period)."""
+        written, ttl, _, _ = store.times(head)
+        return time.time() * 1000 >= written + ttl
 
     def refresh_due(self, head: list[bytes], protection: Protection) -> str | None:
         """Whether a hit should be reloaded: ``"stale"`` (past its TTL, kept for its grace period), ``"early"``
