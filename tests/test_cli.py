@@ -57,6 +57,10 @@ def test_run_demo_measures_every_story(
     assert result.db_queries_for_1000 == 1
     assert result.burst.uncached_db_queries == 1000
     assert result.burst.cached_ms < result.burst.uncached_ms
+    # 3. the same requests all at once on a cold key: one query with leases, one per request without
+    assert result.stampede.protected_queries == 1
+    assert result.stampede.naive_queries == QUICK.requests
+    assert result.stampede.waiters >= 1
     # 3. TTL: a hit before expiry, the loader again after; every TTL is where it should be
     ttl = result.ttl
     assert (ttl.loads_before_expiry, ttl.loads_after_expiry) == (1, 1)

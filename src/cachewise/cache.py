@@ -54,7 +54,7 @@ class Cache:
     every write must give one.  ``jitter`` (0 ≤ j < 1) spreads TTLs by ±j.  ``serializer``: ``"json"`` (default) or
     ``"msgpack"``.  ``protection``: how cache-aside reads protect the origin (single flight, early refresh, stale
     serving; see :class:`~cachewise.stampede.Protection`).  ``timeout``/``connect_timeout`` (seconds) bound each
-    server call.
+    server call; ``pool_timeout`` bounds the wait for a free connection in a burst of ``max_connections``+ callers.
     """
 
     def __init__(
@@ -68,6 +68,7 @@ class Cache:
         protection: Protection = DEFAULT,
         timeout: float = 0.5,
         connect_timeout: float = 0.5,
+        pool_timeout: float = 2.0,
         max_connections: int = 64,
         client_options: dict[str, Any] | None = None,
     ) -> None:
@@ -81,11 +82,12 @@ class Cache:
         if not isinstance(protection, Protection):
             raise ConfigurationError("protection= takes a cachewise.Protection(...)")
         self.protection = protection
-        if timeout <= 0 or connect_timeout <= 0 or max_connections < 1:
-            raise ConfigurationError("timeout and connect_timeout must be > 0 s and max_connections >= 1")
+        if timeout <= 0 or connect_timeout <= 0 or pool_timeout <= 0 or max_connections < 1:
+            raise ConfigurationError("timeouts must be > 0 s and max_connections >= 1")
         options = ClientOptions(
             timeout=timeout,
             connect_timeout=connect_timeout,
+            pool_timeout=pool_timeout,
             max_connections=max_connections,
             extra=tuple((client_options or {}).items()),
         )
@@ -538,10 +540,36 @@ class Cache:
         self._stats.add(None, "deletes")
         return bool(removed)
 
+    @overload
     async def aget_or_set(
         self,
         key: str,
-        loader: Callable[[], T | Awaitable[T]],
+        loader: Callable[[], Awaitable[T]],
+        ttl: TTLLike | None = None,
+        *,
+        tags: Iterable[str] = (),
+        jitter: float | None = None,
+        single_flight: bool | None = None,
+        early_refresh: float | None = None,
+        stale_ttl: float | None = None,
+    ) -> T: ...
+    @overload
+    async def aget_or_set(
+        self,
+        key: str,
+        loader: Callable[[], T],
+        ttl: TTLLike | None = None,
+        *,
+        tags: Iterable[str] = (),
+        jitter: float | None = None,
+        single_flight: bool | None = None,
+        early_refresh: float | None = None,
+        stale_ttl: float | None = None,
+    ) -> T: ...
+    async def aget_or_set(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[T]] | Callable[[], T],
         ttl: TTLLike | None = None,
         *,
         tags: Iterable[str] = (),
@@ -559,7 +587,7 @@ class Cache:
     async def _aget_or_load(
         self,
         key: str,
-        loader: Callable[[], T | Awaitable[T]],
+        loader: Callable[[], Awaitable[T]] | Callable[[], T],
         ttl: TTLLike | None,
         tokens: tuple[str, ...],
         jitter: float | None,

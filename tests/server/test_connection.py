@@ -39,7 +39,7 @@ async def test_many_tasks_share_a_bounded_pool(embedded_url: str) -> None:
 
 
 async def test_slot_waiters_get_handed_a_slot_or_time_out(embedded_url: str) -> None:
-    cache = Cache(embedded_url, namespace="pool", max_connections=1, timeout=0.2)
+    cache = Cache(embedded_url, namespace="pool", max_connections=1, pool_timeout=0.2)
     try:
         await cache.aset("k", 1, ttl=30)
         entry = cache.connection._loop_client()

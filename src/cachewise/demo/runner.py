@@ -20,6 +20,7 @@ from ..stats import CacheStats
 from .app import ProductPages
 from .data import DataSizes, open_database, product_ids, remove_database
 from .namespace import TTLAudit, audit_ttls
+from .stampede import StampedeResult, cold_stampede
 from .stories import (
     BurstResult,
     InvalidationResult,
@@ -77,6 +78,7 @@ class DemoResult:
     data_seconds: float
     speed: SpeedResult
     burst: BurstResult
+    stampede: StampedeResult
     ttl: TTLResult
     writes: WriteResult
     invalidation: InvalidationResult
@@ -180,6 +182,7 @@ def run_demo(
 
         speed = database_vs_cache(console, pages, ids[0], sizes.db_samples, sizes.hit_samples)
         burst = many_requests(console, pages, ids[1], sizes.requests)
+        stampede = cold_stampede(console, cache, str(db_path), ids[1], sizes.requests)
         ttl = ttl_expiry(console, pages, ids[2])
         writes = writes_and_invalidation(console, pages, ids[3])
         invalidation = version_and_tags(console, pages, ids[: sizes.versioned])
@@ -198,6 +201,7 @@ def run_demo(
             data_seconds=data_seconds,
             speed=speed,
             burst=burst,
+            stampede=stampede,
             ttl=ttl,
             writes=writes,
             invalidation=invalidation,

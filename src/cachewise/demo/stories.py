@@ -163,7 +163,7 @@ def ttl_expiry(console: Console, pages: ProductPages, product_id: int) -> TTLRes
         jitter_min_ms=min(spread),
         jitter_max_ms=max(spread),
     )
-    table = new_table(TITLES[2], "step", "DB queries", "PTTL on the server")
+    table = new_table(TITLES[3], "step", "DB queries", "PTTL on the server")
     table.add_row(f"read {key} (ttl={SHORT_TTL:g} s): miss", str(first), "")
     table.add_row("read again: hit", str(second), f"{short_pttl:,} ms")
     table.add_row(f"[italic]wait {waited:.2f} s: the TTL runs out[/]", "", "")
@@ -191,7 +191,7 @@ class WriteResult:
 
 def writes_and_invalidation(console: Console, pages: ProductPages, product_id: int) -> WriteResult:
     """The seed's §2: the database changes; what does the next read serve?"""
-    table = new_table(TITLES[3], "write, then one read", "price in DB", "served", "DB queries")
+    table = new_table(TITLES[4], "write, then one read", "price in DB", "served", "DB queries")
 
     def read(label: str, price_in_db: float) -> tuple[float, int]:
         before = pages.db_reads
@@ -261,7 +261,7 @@ def version_and_tags(console: Console, pages: ProductPages, product_ids: list[in
     result = InvalidationResult(len(product_ids), warm, bump_ms, bump_loads, tags_ms, tags_loads)
 
     n = len(product_ids)
-    table = new_table(TITLES[4], f"action, then re-read {n} products", "server calls", "time", "DB queries")
+    table = new_table(TITLES[5], f"action, then re-read {n} products", "server calls", "time", "DB queries")
     table.add_row("none (all cached)", "", "", str(warm))
     table.add_row("cache.bump_version('product')", "1", format_ms(bump_ms), str(bump_loads))
     table.add_row("cache.invalidate_tags('products')", "1", format_ms(tags_ms), str(tags_loads))

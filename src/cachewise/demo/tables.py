@@ -10,11 +10,12 @@ __all__ = ["TITLES", "format_ms", "new_table"]
 TITLES = (
     "1. Database vs cache",
     "2. Many requests, one product",
-    "3. TTL expiry",
-    "4. Write-through, delete-on-write",
-    "5. Version bump and tags",
-    "6. Cache statistics",
-    "7. Every key has a TTL",
+    "3. A stampede: many requests at once for a cold product",
+    "4. TTL expiry",
+    "5. Write-through, delete-on-write",
+    "6. Version bump and tags",
+    "7. Cache statistics",
+    "8. Every key has a TTL",
 )
 
 

@@ -2,7 +2,7 @@
 
 redis-py's asyncio clients belong to the event loop that created them, so a :class:`Connection` keeps one per
 running loop (``asyncio.run`` twice, or a test framework's loop per test, just works).  Pools block for a free
-connection (up to the operation timeout) rather than failing when many callers arrive at once.
+connection (up to ``pool_timeout``) rather than failing when many callers arrive at once.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ class ClientOptions:
     timeout: float = 0.5
     #: Longest wait to open a connection.
     connect_timeout: float = 0.5
+    #: Longest wait for a free pooled connection when all are busy (a burst of callers), before failing open.
+    pool_timeout: float = 2.0
     #: Connections per pool (one sync pool, one asyncio pool per event loop), and at most as many commands at once.
     max_connections: int = 64
     #: Extra keyword arguments for redis-py's connection pool (e.g. ``ssl_ca_certs``).
@@ -46,7 +48,7 @@ class ClientOptions:
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.connect_timeout,
             "max_connections": self.max_connections,
-            "timeout": self.timeout,  # wait for a free pooled connection
+            "timeout": self.pool_timeout,  # wait for a free pooled connection
             "retry": Retry(NoBackoff(), 1),  # one retry: a pooled connection may predate a server restart
             "protocol": 2,
             "health_check_interval": 30,
@@ -159,12 +161,12 @@ class Connection:
         return self._loop_client().client
 
     async def acommand(self, *args: Any) -> Any:
-        """Run one command with the running loop's client; waits (up to the timeout) for a free connection."""
+        """Run one command with the running loop's client; waits (up to ``pool_timeout``) for a free connection."""
         entry = self._loop_client()
         if entry.busy < entry.size:
             entry.busy += 1
         else:
-            await entry.wait_for_slot(self.options.timeout)
+            await entry.wait_for_slot(self.options.pool_timeout)
         try:
             return await entry.client.execute_command(*args)  # type: ignore[no-untyped-call]
         finally:
@@ -176,7 +178,7 @@ class Connection:
         if entry.busy < entry.size:
             entry.busy += 1
         else:
-            await entry.wait_for_slot(self.options.timeout)
+            await entry.wait_for_slot(self.options.pool_timeout)
         try:
             return await script.acall(entry.client, keys, args)
         finally:
@@ -198,13 +200,19 @@ class Connection:
             release_server(self.server)
             self.server = None
 
+    async def aclose_loop(self) -> None:
+        """Close the running loop's asyncio pool (before ``asyncio.run`` closes the loop under it)."""
+        entry = self._async.pop(asyncio.get_running_loop(), None)
+        if self._last is entry:
+            self._last_loop, self._last = None, None
+        if entry is not None:
+            with contextlib.suppress(Exception):
+                await entry.client.aclose()
+
     async def aclose(self) -> None:
         """Close the running loop's asyncio pool, then everything :meth:`close` closes."""
         try:
-            entry = self._async.pop(asyncio.get_running_loop(), None)
-            if entry is not None:
-                with contextlib.suppress(Exception):
-                    await entry.client.aclose()
+            await self.aclose_loop()
         finally:
             self.close()
 
