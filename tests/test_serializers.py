@@ -113,7 +113,10 @@ def test_get_serializer() -> None:
     assert get_serializer(None).name == "json"
     assert get_serializer("msgpack").code == b"m"
     with pytest.raises(ConfigurationError, match="unknown serializer"):
+        get_serializer("yaml")
+    with pytest.raises(ConfigurationError, match="signing_key"):
         get_serializer("pickle")
+    assert get_serializer("pickle", signed=True).code == b"p"
 
     class Custom:
         name = "custom"

@@ -19,13 +19,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import flows, store
-from .errors import ConfigurationError, InvalidationError
-from .failures import SERVER_ERRORS, ErrorLog
+from .errors import ConfigurationError, InvalidationError, SerializationError
+from .failures import OUTAGE_ERRORS, SERVER_ERRORS, CircuitOpen, ErrorLog
 from .keyspace import KeySpace, tag_token
 from .reads import FAILED, MISSING, NO_HEAD, RECHECK, EntryReader
 from .serializers import Serializer, get_serializer
 from .server.connection import ClientOptions, Connection
 from .server.urls import redact
+from .signing import Signer
 from .stampede import DEFAULT, LoadTimes, Protection
 from .stats import CacheStats, Counters, StatsRegistry
 from .ttl import TTLLike, check_jitter, resolve_ttl_ms
@@ -54,7 +55,11 @@ class Cache:
     every write must give one.  ``jitter`` (0 ≤ j < 1) spreads TTLs by ±j.  ``serializer``: ``"json"`` (default) or
     ``"msgpack"``.  ``protection``: how cache-aside reads protect the origin (single flight, early refresh, stale
     serving; see :class:`~cachewise.stampede.Protection`).  ``timeout``/``connect_timeout`` (seconds) bound each
-    server call; ``pool_timeout`` bounds the wait for a free connection in a burst of ``max_connections``+ callers.
+    server call, and ``breaker_threshold`` failures in a row open the circuit breaker for ``breaker_reset`` seconds
+    (calls skip the server meanwhile).  ``max_value_bytes``: larger values are not cached (the caller still gets
+    them).  ``signing_key``: HMAC-sign every value and never decode one that does not verify (required for
+    ``serializer="pickle"``).  Passwords in URLs never appear in logs, reprs or errors.  ``pool_timeout`` bounds
+    the wait for a free connection in a burst of more than ``max_connections`` callers.
     """
 
     def __init__(
@@ -70,11 +75,19 @@ class Cache:
         connect_timeout: float = 0.5,
         pool_timeout: float = 2.0,
         max_connections: int = 64,
+        breaker_threshold: int = 5,
+        breaker_reset: float = 1.0,
+        max_value_bytes: int | None = 1 << 20,
+        signing_key: str | bytes | None = None,
         client_options: dict[str, Any] | None = None,
     ) -> None:
         self.keyspace = KeySpace(namespace)
         self.namespace = namespace
-        self.serializer = get_serializer(serializer)
+        self.serializer = get_serializer(serializer, signed=signing_key is not None)
+        self._signer = Signer(signing_key) if signing_key is not None else None
+        if max_value_bytes is not None and max_value_bytes < 1:
+            raise ConfigurationError("max_value_bytes must be None (no limit) or a positive number of bytes")
+        self.max_value_bytes = max_value_bytes
         self.jitter = check_jitter(jitter)
         if default_ttl is not None:
             resolve_ttl_ms(default_ttl, None, where="default_ttl")  # validate now, not at the first write
@@ -89,16 +102,19 @@ class Cache:
             connect_timeout=connect_timeout,
             pool_timeout=pool_timeout,
             max_connections=max_connections,
+            breaker_threshold=breaker_threshold,
+            breaker_reset=breaker_reset,
             extra=tuple((client_options or {}).items()),
         )
         self._stats = StatsRegistry(namespace)
         self._errors = ErrorLog()
-        self._reader = EntryReader(namespace, self.serializer, self._stats, self._errors)
+        self._reader = EntryReader(namespace, self.serializer, self._stats, self._errors, self._signer)
         self._rng = random.Random()
         self._load_times: dict[str | None, LoadTimes] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.connection = Connection(url, options)
         self._sync = self.connection.sync
+        self._breaker = self.connection.breaker
         self._key_memo: dict[str | tuple[str, tuple[str, ...]], list[str]] = {}
 
     # -- pure steps shared by the sync and async paths and the flows ---------------------------------------------
@@ -126,8 +142,9 @@ class Cache:
         load_ms: int = 0,
         token: str = "",
         version: int | None = None,
-    ) -> store.Call:
-        """The server call that stores ``value``; raises for programmer errors (no TTL, unserialisable)."""
+    ) -> store.Call | None:
+        """The server call that stores ``value``, or None when it is too large to cache (counted and logged; the
+        caller still gets the value).  Raises for programmer errors (no TTL, unserialisable), naming ``where``."""
         ttl_ms = resolve_ttl_ms(
             ttl,
             self.default_ttl,
@@ -135,7 +152,15 @@ class Cache:
             rng=self._rng,
             where=where,
         )
-        payload = self.serializer.dumps(value)
+        try:
+            payload = self.serializer.dumps(value)
+        except SerializationError as exc:
+            raise SerializationError(f"{where}: {exc}") from None
+        if self.max_value_bytes is not None and len(payload) > self.max_value_bytes:
+            self._oversize(key, len(payload))
+            return None
+        if self._signer is not None:
+            payload = self._signer.sign(self.keyspace.entry(key), payload)
         return store.write(
             self.keyspace,
             key,
@@ -149,11 +174,19 @@ class Cache:
             version=version,
         )
 
-    def _validated(self, raw: bytes, scope: Counters | None) -> Any:
-        return self._reader.validated(raw, scope)
+    def _oversize(self, key: str, size: int) -> None:
+        self._stats.add(None, "oversize")
+        self._errors.log(
+            "oversize",
+            f"not caching {key!r}: its value is {size:,} bytes, over max_value_bytes={self.max_value_bytes:,} "
+            "(the caller still gets it; raise the limit or cache something smaller)",
+        )
 
-    def _peek(self, reply: list[Any], tokens: tuple[str, ...]) -> Any:
-        return self._reader.peek(reply, tokens)
+    def _validated(self, key: str, raw: bytes, scope: Counters | None) -> Any:
+        return self._reader.validated(self.keyspace.entry(key), raw, scope)
+
+    def _peek(self, keys: list[str], reply: list[Any], tokens: tuple[str, ...]) -> Any:
+        return self._reader.peek(keys[0], reply, tokens)
 
     def _lease_ms(self, req: flows.Request) -> int:
         times = self._load_times.get(req.where)
@@ -168,8 +201,14 @@ class Cache:
         self._load_times.setdefault(req.where, LoadTimes()).observe(seconds)
 
     def _failed(self, operation: str, exc: BaseException, scope: Counters | None) -> None:
+        """A server call failed (the caller fails open): count it, log it (rate-limited), tell the breaker."""
+        if isinstance(exc, CircuitOpen):
+            self._stats.add(scope, "skipped")
+            return
         self._stats.add(scope, "errors")
         self._errors.error(operation, exc)
+        if isinstance(exc, OUTAGE_ERRORS):
+            self._breaker.failure()
 
     def _protection(self, base: Protection | None, overrides: dict[str, Any]) -> Protection:
         chosen = base or self.protection
@@ -194,11 +233,15 @@ class Cache:
 
     # -- sync ----------------------------------------------------------------------------------------------
     def _call(self, call: store.Call, scope: Counters | None) -> Any:
+        if not self._breaker.allow():
+            raise CircuitOpen("circuit breaker open")
         started = time.perf_counter()
         try:
-            return call.script(self._sync, call.keys, call.args)
+            result = call.script(self._sync, call.keys, call.args)
         finally:
             self._stats.roundtrip(scope, time.perf_counter() - started)
+        self._breaker.success()
+        return result
 
     def _read(
         self, key: str, scope: Counters | None, tokens: tuple[str, ...] = (), serve_stale: bool = False
@@ -207,13 +250,18 @@ class Cache:
         keys = self._read_keys(key, tokens)
         started = time.perf_counter()
         try:
+            if not self._breaker.allow():
+                raise CircuitOpen("circuit breaker open")
             reply = self._sync.execute_command("MGET", *keys)  # type: ignore[no-untyped-call]
-            value, head = self._reader.verdict(reply, tokens, scope, time.perf_counter() - started, serve_stale)
+            self._breaker.success()
+            value, head = self._reader.verdict(
+                keys[0], reply, tokens, scope, time.perf_counter() - started, serve_stale
+            )
             if value is RECHECK:
                 call = store.read(self.keyspace, key)
                 started = time.perf_counter()
                 raw = call.script(self._sync, call.keys, call.args)
-                value = self._reader.validated(raw, scope, time.perf_counter() - started)
+                value = self._reader.validated(keys[0], raw, scope, time.perf_counter() - started)
                 head = store.header_of(raw) if value is not MISSING else NO_HEAD
         except SERVER_ERRORS as exc:
             self._failed("read", exc, scope)
@@ -221,7 +269,9 @@ class Cache:
             return MISSING, FAILED
         return value, head
 
-    def _store(self, call: store.Call, scope: Counters | None) -> bool:
+    def _store(self, call: store.Call | None, scope: Counters | None) -> bool:
+        if call is None:
+            return False
         try:
             result = self._call(call, scope)
         except SERVER_ERRORS as exc:
@@ -250,6 +300,8 @@ class Cache:
             kind = step[0]
             try:
                 if kind == flows.MGET:
+                    if not self._breaker.allow():
+                        raise CircuitOpen("circuit breaker open")
                     started = time.perf_counter()
                     reply = self._sync.execute_command("MGET", *step[1])  # type: ignore[no-untyped-call]
                     self._stats.roundtrip(None, time.perf_counter() - started)
@@ -415,11 +467,15 @@ class Cache:
 
     # -- async ---------------------------------------------------------------------------------------------
     async def _acall(self, call: store.Call, scope: Counters | None) -> Any:
+        if not self._breaker.allow():
+            raise CircuitOpen("circuit breaker open")
         started = time.perf_counter()
         try:
-            return await self.connection.ascript(call.script, call.keys, call.args)
+            result = await self.connection.ascript(call.script, call.keys, call.args)
         finally:
             self._stats.roundtrip(scope, time.perf_counter() - started)
+        self._breaker.success()
+        return result
 
     async def _aread(
         self, key: str, scope: Counters | None, tokens: tuple[str, ...] = (), serve_stale: bool = False
@@ -427,13 +483,18 @@ class Cache:
         keys = self._read_keys(key, tokens)
         started = time.perf_counter()
         try:
+            if not self._breaker.allow():
+                raise CircuitOpen("circuit breaker open")
             reply = await self.connection.acommand("MGET", *keys)
-            value, head = self._reader.verdict(reply, tokens, scope, time.perf_counter() - started, serve_stale)
+            self._breaker.success()
+            value, head = self._reader.verdict(
+                keys[0], reply, tokens, scope, time.perf_counter() - started, serve_stale
+            )
             if value is RECHECK:
                 call = store.read(self.keyspace, key)
                 started = time.perf_counter()
                 raw = await self.connection.ascript(call.script, call.keys, call.args)
-                value = self._reader.validated(raw, scope, time.perf_counter() - started)
+                value = self._reader.validated(keys[0], raw, scope, time.perf_counter() - started)
                 head = store.header_of(raw) if value is not MISSING else NO_HEAD
         except SERVER_ERRORS as exc:
             self._failed("read", exc, scope)
@@ -441,7 +502,9 @@ class Cache:
             return MISSING, FAILED
         return value, head
 
-    async def _astore(self, call: store.Call, scope: Counters | None) -> bool:
+    async def _astore(self, call: store.Call | None, scope: Counters | None) -> bool:
+        if call is None:
+            return False
         try:
             result = await self._acall(call, scope)
         except SERVER_ERRORS as exc:
@@ -470,6 +533,8 @@ class Cache:
             kind = step[0]
             try:
                 if kind == flows.MGET:
+                    if not self._breaker.allow():
+                        raise CircuitOpen("circuit breaker open")
                     started = time.perf_counter()
                     reply = await self.connection.acommand("MGET", *step[1])
                     self._stats.roundtrip(None, time.perf_counter() - started)
@@ -650,8 +715,10 @@ class Cache:
         return CachedDecorator(self, ttl=ttl, key=key, tags=tuple(tags), jitter=jitter, protection=chosen)
 
     def stats(self) -> CacheStats:
-        """Hits, misses, errors, loads, leases, waits and timings for the namespace and each cached function."""
-        return self._stats.snapshot()
+        """Hits, misses, errors, loads, leases, waits and timings for the namespace and each cached function, and
+        the state of the server's circuit breaker."""
+        snapshot = self._stats.snapshot()
+        return dataclasses.replace(snapshot, breaker=self._breaker.state, breaker_opens=self._breaker.opens)
 
     def reset_stats(self) -> None:
         self._stats.reset()

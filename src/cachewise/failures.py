@@ -12,13 +12,23 @@ import logging
 import threading
 import time
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["SERVER_ERRORS", "ErrorLog"]
+__all__ = ["OUTAGE_ERRORS", "SERVER_ERRORS", "CircuitOpen", "ErrorLog"]
 
 #: Exceptions that mean "the server could not do it": the cache fails open on these.
 #: (asyncio's TimeoutError is raised while waiting for a free pooled connection; on Python 3.10 it is no OSError.)
 SERVER_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
+#: The errors that mean the server is down or hanging (they count towards opening the circuit breaker); an error
+#: reply (OOM, READONLY, WRONGTYPE...) comes from a server that is up, and does not.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class CircuitOpen(RedisConnectionError):
+    """Raised inside cachewise when the circuit breaker is open: the call skipped the server (never reaches you)."""
+
 
 log = logging.getLogger("cachewise")
 

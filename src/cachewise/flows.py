@@ -109,7 +109,7 @@ def _single_flight(cache: Cache, req: Request) -> Flow:
             cache._failed("acquire", exc, scope)
             return (yield from _load(cache, req, token=None))
         if isinstance(reply, bytes):  # filled meanwhile
-            found = cache._validated(reply, scope)
+            found = cache._validated(req.key, reply, scope)
             if found is not MISSING:
                 return found
             return (yield from _load(cache, req, token=""))  # unreadable: replace it
@@ -122,12 +122,13 @@ def _single_flight(cache: Cache, req: Request) -> Flow:
         stats.add(scope, "waits")
         holder_left = int(reply[1]) / 1000 + 0.05
         yield (WAIT, entry, min(holder_left, left) if listening else min(0.05, left), since)
+        keys = cache._read_keys(req.key, req.tokens)
         try:
-            reread = yield (MGET, cache._read_keys(req.key, req.tokens))
+            reread = yield (MGET, keys)
         except SERVER_ERRORS as exc:
             cache._failed("read", exc, scope)
             return (yield from _load(cache, req, token=None))
-        found = cache._peek(reread, req.tokens)
+        found = cache._peek(keys, reread, req.tokens)
         if found is not MISSING:
             return found
 
@@ -163,6 +164,11 @@ def _load(cache: Cache, req: Request, token: str | None) -> Flow:
         raise
     seconds = time.perf_counter() - started
     cache._loaded(req, seconds, leased=bool(token))
+    if call is None and token:  # too large to cache: let the waiters load for themselves rather than wait
+        try:
+            yield (SCRIPT, store.release(cache.keyspace, req.key, token))
+        except SERVER_ERRORS as exc:
+            cache._failed("release", exc, scope)
     if call is not None:
         try:
             result = yield (SCRIPT, call)

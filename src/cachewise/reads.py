@@ -15,6 +15,7 @@ from . import store
 from .envelope import EntryError, payload_of
 from .failures import ErrorLog
 from .serializers import Serializer
+from .signing import Signer, TamperedValue
 from .stampede import Protection, xfetch_due
 from .stats import Counters, StatsRegistry
 
@@ -50,16 +51,30 @@ FAILED: list[bytes] = []
 class EntryReader:
     """Turns replies into values for one cache (its serializer, its counters, its log)."""
 
-    def __init__(self, namespace: str, serializer: Serializer, stats: StatsRegistry, errors: ErrorLog) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        serializer: Serializer,
+        stats: StatsRegistry,
+        errors: ErrorLog,
+        signer: Signer | None = None,
+    ) -> None:
         self.namespace = namespace
         self.serializer = serializer
+        self.signer = signer
         self.code = serializer.code
         self.stats = stats
         self.errors = errors
         self._random = random.random
 
     def verdict(
-        self, reply: list[Any], tokens: tuple[str, ...], scope: Counters | None, seconds: float, serve_stale: bool
+        self,
+        entry: str,
+        reply: list[Any],
+        tokens: tuple[str, ...],
+        scope: Counters | None,
+        seconds: float,
+        serve_stale: bool,
     ) -> tuple[Any, list[bytes]]:
         """``(value, header tokens)`` of a first read; MISSING for a miss, a stale or an unreadable entry; RECHECK
         when the entry has tags the reader did not name.  An entry past its TTL, kept for its grace period, is a hit
@@ -69,7 +84,7 @@ class EntryReader:
             if not serve_stale and head[4] != b"0" and self.past_ttl(head):
                 self.stats.read(scope, False, seconds)
                 return MISSING, NO_HEAD
-            return self.decode(reply[0], start, scope, seconds), head
+            return self.decode(entry, reply[0], start, scope, seconds), head
         if verdict == store.RECHECK:
             self.stats.roundtrip(scope, seconds)
             return RECHECK, NO_HEAD
@@ -78,12 +93,26 @@ class EntryReader:
         self.stats.read(scope, False, seconds)
         return MISSING, NO_HEAD
 
-    def decode(self, raw: bytes, start: int, scope: Counters | None, seconds: float | None) -> Any:
+    def decode(self, entry: str, raw: bytes, start: int, scope: Counters | None, seconds: float | None) -> Any:
         """The payload's value (counted as a hit when ``seconds`` is given), or MISSING if it cannot be read."""
         try:
             if raw[3:4] != self.code:
                 raise EntryError(f"entry written with serializer code {raw[3:4]!r}")
-            value = self.serializer.loads(raw[start:])
+            payload = raw[start:]
+            if self.signer is not None:
+                payload = self.signer.verify(entry, payload)
+            value = self.serializer.loads(payload)
+        except TamperedValue:  # never decoded: with pickle, decoding a forged value would run its code
+            self.stats.add(scope, "tampered")
+            self.errors.log(
+                "tampered",
+                f"a value under {entry!r} failed its signature check (tampered with, written without the key, or "
+                "moved from another key): not decoded, treated as a miss",
+                logging.WARNING,
+            )
+            if seconds is not None:
+                self.stats.read(scope, False, seconds)
+            return MISSING
         except Exception as exc:  # corrupt payload or another serializer's: a miss, never an error
             self.invalid(scope, str(exc))
             if seconds is not None:
@@ -93,7 +122,7 @@ class EntryReader:
             self.stats.read(scope, True, seconds)
         return value
 
-    def validated(self, raw: bytes | None, scope: Counters | None, seconds: float | None = None) -> Any:
+    def validated(self, entry: str, raw: bytes | None, scope: Counters | None, seconds: float | None = None) -> Any:
         """The value of an entry a Lua script already validated (``get.lua``, ``acquire.lua``)."""
         if raw is None:
             if seconds is not None:
@@ -106,14 +135,14 @@ class EntryReader:
             if seconds is not None:
                 self.stats.read(scope, False, seconds)
             return MISSING
-        return self.decode(raw, len(raw) - len(payload), scope, seconds)
+        return self.decode(entry, raw, len(raw) - len(payload), scope, seconds)
 
-    def peek(self, reply: list[Any], tokens: tuple[str, ...]) -> Any:
+    def peek(self, entry: str, reply: list[Any], tokens: tuple[str, ...]) -> Any:
         """A later read of the same call (a waiter's): its value or MISSING, not counted again."""
         verdict, start, _ = store.judge(reply, tokens)
         if verdict != store.HIT:
             return MISSING
-        return self.decode(reply[0], start, None, None)
+        return self.decode(entry, reply[0], start, None, None)
 
     @staticmethod
     def past_ttl(head: list[bytes]) -> bool:

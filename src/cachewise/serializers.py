@@ -1,4 +1,4 @@
-"""How values become bytes and back.  No pickle here: a value read from a shared server must never run code.
+"""How values become bytes and back.  No pickle by default: a value read from a shared server must never run code.
 
 * :class:`JsonSerializer` (the default, on orjson) stores what JSON can express, and brings back ``datetime``,
   ``date``, ``time``, ``Decimal``, ``bytes``, ``set`` and ``frozenset`` with their types (a tagged object
@@ -7,6 +7,8 @@
   returns tuples as lists, ``UUID`` and ``Enum`` members as their values, dataclasses as dicts; an aware
   ``datetime`` comes back with its fixed UTC offset (a ``ZoneInfo`` name is not kept).
 * :class:`MsgpackSerializer` (``pip install cachewise[msgpack]``) is more compact, with the same type rules.
+
+* :class:`PickleSerializer` only with a signing key (see :mod:`cachewise.signing`).
 
 A serializer has a one-byte ``code`` written into each entry's header, so a value written by another serializer
 is recognised, not misread.
@@ -18,6 +20,7 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import pickle
 import uuid
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -26,7 +29,7 @@ import orjson
 
 from .errors import ConfigurationError, SerializationError
 
-__all__ = ["JsonSerializer", "MsgpackSerializer", "Serializer", "get_serializer"]
+__all__ = ["JsonSerializer", "MsgpackSerializer", "PickleSerializer", "Serializer", "get_serializer"]
 
 _TAG = "__cw__"
 #: First byte of a JSON payload that holds tagged values (no JSON text starts with it).
@@ -193,14 +196,43 @@ class MsgpackSerializer:
         return "MsgpackSerializer()"
 
 
-def get_serializer(spec: str | Serializer | None) -> Serializer:
-    """A serializer from a name (``"json"``, ``"msgpack"``) or an object implementing :class:`Serializer`."""
+class PickleSerializer:
+    """pickle, for Python objects JSON cannot hold.  Only with a signing key (``Cache(serializer="pickle",
+    signing_key=...)``): unpickling runs code, so it must only ever see bytes this application signed."""
+
+    name = "pickle"
+    code = b"p"
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise SerializationError(f"cannot pickle this value: {exc}") from exc
+
+    def loads(self, data: bytes) -> Any:
+        return pickle.loads(data)
+
+    def __repr__(self) -> str:
+        return "PickleSerializer()"
+
+
+def get_serializer(spec: str | Serializer | None, *, signed: bool = False) -> Serializer:
+    """A serializer from a name (``"json"``, ``"msgpack"``, ``"pickle"``) or an object implementing
+    :class:`Serializer`.  ``"pickle"`` is refused unless ``signed`` (the cache has a signing key)."""
     if spec is None or spec == "json":
         return JsonSerializer()
     if spec == "msgpack":
         return MsgpackSerializer()
+    if spec == "pickle" or isinstance(spec, PickleSerializer):
+        if not signed:
+            raise ConfigurationError(
+                "serializer='pickle' needs signing_key=...: a pickle read from a shared server could run any code, "
+                "so cachewise only unpickles values this application signed (HMAC-SHA256). Prefer 'json' or "
+                "'msgpack' when the values are data."
+            )
+        return PickleSerializer()
     if isinstance(spec, str):
-        raise ConfigurationError(f"unknown serializer {spec!r}: use 'json' (default), 'msgpack' or an object")
+        raise ConfigurationError(f"unknown serializer {spec!r}: use 'json' (default), 'msgpack', 'pickle' or an object")
     if not isinstance(spec, Serializer) or not isinstance(spec.code, bytes) or len(spec.code) != 1:
         raise ConfigurationError(
             "a serializer needs name, a one-byte code, dumps(value) -> bytes and loads(bytes) -> value"

@@ -24,6 +24,12 @@ class Counters:
     deletes: int = 0
     #: Server errors (the operation failed open: a read became a miss, a write was skipped).
     errors: int = 0
+    #: Calls that skipped the server because its circuit breaker was open (~0 ms each instead of a timeout).
+    skipped: int = 0
+    #: Values not stored because they were larger than ``max_value_bytes`` (the caller still got them).
+    oversize: int = 0
+    #: Values whose signature did not verify (tampered with, or signed with another key): misses, never decoded.
+    tampered: int = 0
     loads: int = 0
     load_seconds: float = 0.0
     #: Loads made while holding the key's lease (the one load of a cold key, across every process).
@@ -67,10 +73,16 @@ class CacheStats:
     namespace: str
     total: Counters
     functions: dict[str, Counters] = field(default_factory=dict)
+    #: The server's circuit breaker: "closed", "open" or "half-open".
+    breaker: str = "closed"
+    #: Times the breaker opened.
+    breaker_opens: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "namespace": self.namespace,
+            "breaker": self.breaker,
+            "breaker_opens": self.breaker_opens,
             "total": self.total.as_dict(),
             "functions": {name: c.as_dict() for name, c in self.functions.items()},
         }

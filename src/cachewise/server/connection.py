@@ -18,8 +18,10 @@ from typing import Any
 import redis
 import redis.asyncio
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
+from ..breaker import CircuitBreaker
 from .embedded import EmbeddedServer, release_server, shared_server
 from .notify import FillNotifier
 from .scripts import Script
@@ -40,16 +42,22 @@ class ClientOptions:
     pool_timeout: float = 2.0
     #: Connections per pool (one sync pool, one asyncio pool per event loop), and at most as many commands at once.
     max_connections: int = 64
+    #: Failures in a row that open the circuit breaker, and seconds it stays open before a probe.
+    breaker_threshold: int = 5
+    breaker_reset: float = 1.0
     #: Extra keyword arguments for redis-py's connection pool (e.g. ``ssl_ca_certs``).
     extra: tuple[tuple[str, Any], ...] = ()
 
     def pool_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for a redis-py connection pool."""
         return {
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.connect_timeout,
             "max_connections": self.max_connections,
             "timeout": self.pool_timeout,  # wait for a free pooled connection
-            "retry": Retry(NoBackoff(), 1),  # one retry: a pooled connection may predate a server restart
+            # One retry after a dropped connection (a pooled one may predate a server restart); none after a timeout,
+            # which would only double the wait on a hanging server.
+            "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             "protocol": 2,
             "health_check_interval": 30,
             **dict(self.extra),
@@ -110,6 +118,9 @@ class Connection:
         else:
             target = self.address.url
         self._target = target
+        self.breaker = CircuitBreaker(
+            self.options.breaker_threshold, self.options.breaker_reset, name=redact(self.address.url)
+        )
         self.sync: redis.Redis = redis.Redis(
             connection_pool=redis.BlockingConnectionPool.from_url(target, **self.options.pool_kwargs())
         )
