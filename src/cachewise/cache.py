@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from . import flows, store
+from . import drivers, flows, store
 from .errors import ConfigurationError, InvalidationError, SerializationError
 from .failures import OUTAGE_ERRORS, SERVER_ERRORS, CircuitOpen, ErrorLog
 from .keyspace import KeySpace, tag_token
+from .local_flights import LocalFlights
 from .reads import FAILED, MISSING, NO_HEAD, RECHECK, EntryReader
 from .serializers import Serializer, get_serializer
 from .server.connection import ClientOptions, Connection
@@ -112,6 +112,7 @@ class Cache:
         self._rng = random.Random()
         self._load_times: dict[str | None, LoadTimes] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._flights = LocalFlights()
         self.connection = Connection(url, options)
         self._sync = self.connection.sync
         self._breaker = self.connection.breaker
@@ -287,48 +288,6 @@ class Cache:
             self._failed(what, exc, None)
             raise self._not_stored(what, exc) from exc
 
-    def _run(self, flow: flows.Flow, loader: Callable[[], Any], where: str) -> Any:
-        """Drive a flow with the sync client."""
-        reply: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step = flow.send(reply) if error is None else flow.throw(error)
-            except StopIteration as done:
-                return done.value
-            reply, error = None, None
-            kind = step[0]
-            try:
-                if kind == flows.MGET:
-                    if not self._breaker.allow():
-                        raise CircuitOpen("circuit breaker open")
-                    started = time.perf_counter()
-                    reply = self._sync.execute_command("MGET", *step[1])  # type: ignore[no-untyped-call]
-                    self._stats.roundtrip(None, time.perf_counter() - started)
-                elif kind == flows.SCRIPT:
-                    reply = self._call(step[1], None)
-                elif kind == flows.LOAD:
-                    reply = loader()
-                    if inspect.isawaitable(reply):
-                        if inspect.iscoroutine(reply):
-                            reply.close()
-                        raise TypeError(f"{where}: the loader is async; use aget_or_set() or an async function")
-                elif kind == flows.LISTEN:
-                    reply = self.connection.notifier.ensure(self.keyspace.fill_channel)
-                elif kind == flows.WAIT:
-                    _, entry, timeout, since = step
-                    notifier = self.connection.notifier
-                    waiter = notifier.register(entry)
-                    if notifier.filled_since(entry, since):
-                        notifier.unregister(waiter)
-                        reply = True
-                    else:
-                        reply = notifier.wait(waiter, timeout)
-                else:  # SPAWN: sync code refreshes in the caller
-                    reply = self._run(step[1], loader, where)
-            except BaseException as exc:
-                error = exc
-
     @overload
     def get(self, key: str, *, tags: Iterable[str] = ()) -> Any: ...
     @overload
@@ -418,7 +377,7 @@ class Cache:
         where = where or "cache.get_or_set"
         req = flows.Request(key, tokens, ttl, jitter, scope, where, protection)
         flow = flows.after_read(self, req, value, head, refresh, server_down=head is FAILED)
-        return self._run(flow, loader, where)  # type: ignore[no-any-return]
+        return drivers.run(self, flow, loader, where)  # type: ignore[no-any-return]
 
     def bump_version(self, group: str | None = None) -> int:
         """Make every key of ``group`` (its first ``:`` segment, e.g. ``"product"``) a miss at once; with no group,
@@ -520,57 +479,6 @@ class Cache:
             self._failed(what, exc, None)
             raise self._not_stored(what, exc) from exc
 
-    async def _arun(self, flow: flows.Flow, loader: Callable[[], Any]) -> Any:
-        """Drive a flow with the asyncio client."""
-        reply: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step = flow.send(reply) if error is None else flow.throw(error)
-            except StopIteration as done:
-                return done.value
-            reply, error = None, None
-            kind = step[0]
-            try:
-                if kind == flows.MGET:
-                    if not self._breaker.allow():
-                        raise CircuitOpen("circuit breaker open")
-                    started = time.perf_counter()
-                    reply = await self.connection.acommand("MGET", *step[1])
-                    self._stats.roundtrip(None, time.perf_counter() - started)
-                elif kind == flows.SCRIPT:
-                    reply = await self._acall(step[1], None)
-                elif kind == flows.LOAD:
-                    reply = loader()
-                    if inspect.isawaitable(reply):
-                        reply = await reply
-                elif kind == flows.LISTEN:
-                    notifier, channel = self.connection.notifier, self.keyspace.fill_channel
-                    reply = notifier.ready(channel) or await asyncio.get_running_loop().run_in_executor(
-                        None, notifier.ensure, channel
-                    )
-                elif kind == flows.WAIT:
-                    _, entry, timeout, since = step
-                    notifier = self.connection.notifier
-                    waiter = notifier.register(entry, loop=asyncio.get_running_loop())
-                    if notifier.filled_since(entry, since):
-                        notifier.unregister(waiter)
-                        reply = True
-                    else:
-                        reply = await notifier.await_(waiter, timeout)
-                else:  # SPAWN: a background refresh; its failures are counted and logged, never raised
-                    task = asyncio.get_running_loop().create_task(self._arun_quietly(step[1], loader))
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
-            except BaseException as exc:
-                error = exc
-
-    async def _arun_quietly(self, flow: flows.Flow, loader: Callable[[], Any]) -> None:
-        try:
-            await self._arun(flow, loader)
-        except Exception as exc:
-            self._failed("background refresh", exc, None)
-
     async def aget(self, key: str, default: Any = None, *, tags: Iterable[str] = ()) -> Any:
         """Async :meth:`get`."""
         value = (await self._aread(key, None, _tokens(tags)))[0]
@@ -668,7 +576,7 @@ class Cache:
                 return value  # type: ignore[no-any-return]
         req = flows.Request(key, tokens, ttl, jitter, scope, where or "cache.aget_or_set", protection, background=True)
         flow = flows.after_read(self, req, value, head, refresh, server_down=head is FAILED)
-        return await self._arun(flow, loader)  # type: ignore[no-any-return]
+        return await drivers.arun(self, flow, loader)  # type: ignore[no-any-return]
 
     async def abump_version(self, group: str | None = None) -> int:
         """Async :meth:`bump_version`."""

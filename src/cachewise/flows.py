@@ -8,6 +8,8 @@ Steps (``(kind, *args)``):
 
 * ``(MGET, keys)`` → the reply list;  ``(SCRIPT, call)`` → the script's reply;
 * ``(LOAD,)`` → the loader's value (its exception is thrown in);
+* ``(JOIN, entry key, timeout)`` → True after waiting for another caller of this process that was loading the same
+  key; False when this caller now leads it (the driver ends the lead when the flow ends);
 * ``(LISTEN,)`` → whether fill notifications are flowing (subscribes on first use);
 * ``(WAIT, entry key, timeout, since)`` → True when woken by a fill of that key;
 * ``(SPAWN, flow)`` → run another flow in the background (async only).
@@ -31,9 +33,9 @@ if TYPE_CHECKING:
     from .cache import Cache
     from .stats import Counters
 
-__all__ = ["LISTEN", "LOAD", "MGET", "SCRIPT", "SPAWN", "WAIT", "Flow", "Request", "after_read"]
+__all__ = ["JOIN", "LISTEN", "LOAD", "MGET", "SCRIPT", "SPAWN", "WAIT", "Flow", "Request", "after_read"]
 
-MGET, SCRIPT, LOAD, LISTEN, WAIT, SPAWN = "mget", "script", "load", "listen", "wait", "spawn"
+MGET, SCRIPT, LOAD, JOIN, LISTEN, WAIT, SPAWN = "mget", "script", "load", "join", "listen", "wait", "spawn"
 
 Flow = Generator[tuple[Any, ...], Any, Any]
 
@@ -92,14 +94,21 @@ def _refresh(cache: Cache, req: Request, value: Any, why: str | None) -> Flow:
 
 
 def _single_flight(cache: Cache, req: Request) -> Flow:
-    """A miss: take the lease and load, or wait to be told the value is there."""
+    """A miss: follow another caller of this process that is loading the key, or take the lease and load, or wait
+    to be told the value is there."""
     from .cache import MISSING
 
     space, scope, stats = cache.keyspace, req.scope, cache._stats
     lease_ms = cache._lease_ms(req)
     deadline = time.monotonic() + req.protection.wait_budget(lease_ms)
     entry = space.entry(req.key)
-    listening = yield (LISTEN,)
+    keys = cache._read_keys(req.key, req.tokens)
+    if (yield (JOIN, entry, deadline - time.monotonic())):  # another caller here was loading it: read its result
+        stats.add(scope, "waits")
+        found = yield from _reread(cache, req, keys)
+        if found is not MISSING:
+            return found
+    listening = False
     while True:
         token = new_token()
         since = time.monotonic()
@@ -120,17 +129,30 @@ def _single_flight(cache: Cache, req: Request) -> Flow:
             stats.add(scope, "wait_timeouts")
             return (yield from _load(cache, req, token=None))
         stats.add(scope, "waits")
-        holder_left = int(reply[1]) / 1000 + 0.05
-        yield (WAIT, entry, min(holder_left, left) if listening else min(0.05, left), since)
-        keys = cache._read_keys(req.key, req.tokens)
-        try:
-            reread = yield (MGET, keys)
-        except SERVER_ERRORS as exc:
-            cache._failed("read", exc, scope)
-            return (yield from _load(cache, req, token=None))
-        found = cache._peek(keys, reread, req.tokens)
+        if not listening:
+            # First wait of this cache: subscribe now (not before the lease: the holder must not pay for it), then
+            # read once more, since the value may have landed while we were subscribing.
+            listening = yield (LISTEN,)
+        else:
+            holder_left = int(reply[1]) / 1000 + 0.05
+            yield (WAIT, entry, min(holder_left, left), since)
+        found = yield from _reread(cache, req, keys)
         if found is not MISSING:
             return found
+        if not listening:
+            yield (WAIT, entry, min(0.05, left), since)  # no notifications: short, bounded waits
+
+
+def _reread(cache: Cache, req: Request, keys: list[str]) -> Flow:
+    """Read the key again after waiting: its value, or MISSING (not counted as another hit or miss)."""
+    from .cache import MISSING
+
+    try:
+        reread = yield (MGET, keys)
+    except SERVER_ERRORS as exc:
+        cache._failed("read", exc, req.scope)
+        return MISSING
+    return cache._peek(keys, reread, req.tokens)
 
 
 def _load(cache: Cache, req: Request, token: str | None) -> Flow:

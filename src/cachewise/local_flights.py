@@ -1,0 +1,77 @@
+"""In-process single flight: concurrent misses of one key in one process make one trip to the lease.
+
+The first caller of a key in this process leads (it goes on to the cross-process lease); the others wait here —
+threads on an ``Event``, asyncio tasks on a future of their own loop — and, when the leader is done, read the key
+once.  They re-read rather than take the leader's value, so that an invalidation between the leader's write and
+their read is never missed.  This keeps a burst of callers in one process from each sending its own lease request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+__all__ = ["Flight", "LocalFlights"]
+
+
+class Flight:
+    """One key being loaded by a caller of this process."""
+
+    __slots__ = ("_futures", "_lock", "done")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._lock = threading.Lock()
+
+    def wait(self, timeout: float) -> bool:
+        return self.done.wait(max(0.0, timeout))
+
+    async def await_(self, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self.done.is_set():
+                return True
+            self._futures.append((loop, future))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), max(0.0, timeout))
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def finish(self) -> None:
+        with self._lock:
+            self.done.set()
+            futures, self._futures = self._futures, []
+        for loop, future in futures:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits there any more
+                loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class LocalFlights:
+    """The keys being loaded in this process right now."""
+
+    def __init__(self) -> None:
+        self._flights: dict[str, Flight] = {}
+        self._lock = threading.Lock()
+
+    def join(self, key: str) -> Flight | None:
+        """The flight to wait for, or None when the caller is now the leader of ``key`` (it must :meth:`finish`)."""
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is None:
+                self._flights[key] = Flight()
+            return flight
+
+    def finish(self, key: str) -> None:
+        with self._lock:
+            flight = self._flights.pop(key, None)
+        if flight is not None:
+            flight.finish()
