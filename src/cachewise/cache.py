@@ -186,6 +186,9 @@ class Cache:
     def _validated(self, key: str, raw: bytes, scope: Counters | None) -> Any:
         return self._reader.validated(self.keyspace.entry(key), raw, scope)
 
+    def _shared(self, key: str, payload: bytes, scope: Counters | None) -> Any:
+        return self._reader.shared(self.keyspace.entry(key), payload, scope)
+
     def _peek(self, keys: list[str], reply: list[Any], tokens: tuple[str, ...]) -> Any:
         return self._reader.peek(keys[0], reply, tokens)
 

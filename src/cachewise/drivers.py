@@ -15,11 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from . import flows
 from .failures import CircuitOpen
+from .local_flights import Flight
 
 if TYPE_CHECKING:
     from .cache import Cache
 
 __all__ = ["arun", "run"]
+
+
+def _follow(flight: Flight, joined_at: float) -> bytes | bool:
+    """What a follower of a local flight gets: the leader's stored payload if the follower joined before that write
+    was sent (see :mod:`cachewise.local_flights`), else True (read the key once)."""
+    payload = flight.payload
+    return payload if payload is not None and joined_at < flight.sent_at else True
 
 
 def run(cache: Cache, flow: flows.Flow, loader: Callable[[], Any], where: str) -> Any:
@@ -69,8 +77,13 @@ def _step(
         flight = cache._flights.join(entry)
         if flight is None:
             return False, entry
+        joined_at = time.monotonic()
         flight.wait(timeout)
-        return True, lead
+        return _follow(flight, joined_at), lead
+    if kind == flows.SHARE:
+        if lead is not None:
+            cache._flights.share(lead, step[2], step[3])
+        return None, lead
     if kind == flows.LISTEN:
         return cache.connection.notifier.ensure(cache.keyspace.fill_channel), lead
     if kind == flows.WAIT:
@@ -130,8 +143,13 @@ async def _astep(
         flight = cache._flights.join(entry)
         if flight is None:
             return False, entry
+        joined_at = time.monotonic()
         await flight.await_(timeout)
-        return True, lead
+        return _follow(flight, joined_at), lead
+    if kind == flows.SHARE:
+        if lead is not None:
+            cache._flights.share(lead, step[2], step[3])
+        return None, lead
     if kind == flows.LISTEN:
         notifier, channel = cache.connection.notifier, cache.keyspace.fill_channel
         if notifier.ready(channel):

@@ -8,8 +8,11 @@ Steps (``(kind, *args)``):
 
 * ``(MGET, keys)`` → the reply list;  ``(SCRIPT, call)`` → the script's reply;
 * ``(LOAD,)`` → the loader's value (its exception is thrown in);
-* ``(JOIN, entry key, timeout)`` → True after waiting for another caller of this process that was loading the same
-  key; False when this caller now leads it (the driver ends the lead when the flow ends);
+* ``(JOIN, entry key, timeout)`` → after waiting for another caller of this process that was loading the same key,
+  its stored payload (bytes) when this caller may take it, else True; False when this caller now leads the key
+  (the driver ends the lead when the flow ends);
+* ``(SHARE, entry key, payload, sent at)`` → nothing: a payload this caller stored under its lease, or read, with
+  the time that write or read was sent, for the callers of this process that follow it;
 * ``(LISTEN,)`` → whether fill notifications are flowing (subscribes on first use);
 * ``(WAIT, entry key, timeout, since)`` → True when woken by a fill of that key;
 * ``(SPAWN, flow)`` → run another flow in the background (async only).
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import store
+from .envelope import payload_of
 from .failures import SERVER_ERRORS
 from .stampede import Protection, new_token
 from .ttl import TTLLike
@@ -33,9 +37,10 @@ if TYPE_CHECKING:
     from .cache import Cache
     from .stats import Counters
 
-__all__ = ["JOIN", "LISTEN", "LOAD", "MGET", "SCRIPT", "SPAWN", "WAIT", "Flow", "Request", "after_read"]
+__all__ = ["JOIN", "LISTEN", "LOAD", "MGET", "SCRIPT", "SHARE", "SPAWN", "WAIT", "Flow", "Request", "after_read"]
 
-MGET, SCRIPT, LOAD, JOIN, LISTEN, WAIT, SPAWN = "mget", "script", "load", "join", "listen", "wait", "spawn"
+MGET, SCRIPT, LOAD, JOIN, SHARE = "mget", "script", "load", "join", "share"
+LISTEN, WAIT, SPAWN = "listen", "wait", "spawn"
 
 Flow = Generator[tuple[Any, ...], Any, Any]
 
@@ -103,9 +108,13 @@ def _single_flight(cache: Cache, req: Request) -> Flow:
     deadline = time.monotonic() + req.protection.wait_budget(lease_ms)
     entry = space.entry(req.key)
     keys = cache._read_keys(req.key, req.tokens)
-    if (yield (JOIN, entry, deadline - time.monotonic())):  # another caller here was loading it: read its result
+    joined = yield (JOIN, entry, deadline - time.monotonic())
+    if joined:  # another caller here was loading it: take its stored value, or read the key once
         stats.add(scope, "waits")
-        found = yield from _reread(cache, req, keys)
+        if isinstance(joined, bytes):
+            found = cache._shared(req.key, joined, scope)
+        else:
+            found = yield from _reread(cache, req, keys)
         if found is not MISSING:
             return found
     listening = False
@@ -120,6 +129,7 @@ def _single_flight(cache: Cache, req: Request) -> Flow:
         if isinstance(reply, bytes):  # filled meanwhile
             found = cache._validated(req.key, reply, scope)
             if found is not MISSING:
+                yield (SHARE, entry, payload_of(reply)[1], since)
                 return found
             return (yield from _load(cache, req, token=""))  # unreadable: replace it
         if reply[0] == b"L":
@@ -144,15 +154,20 @@ def _single_flight(cache: Cache, req: Request) -> Flow:
 
 
 def _reread(cache: Cache, req: Request, keys: list[str]) -> Flow:
-    """Read the key again after waiting: its value, or MISSING (not counted as another hit or miss)."""
+    """Read the key again after waiting: its value, or MISSING (not counted as another hit or miss).  What this
+    read saw is shared with the callers of this process that joined before it was sent."""
     from .cache import MISSING
 
+    sent_at = time.monotonic()
     try:
         reread = yield (MGET, keys)
     except SERVER_ERRORS as exc:
         cache._failed("read", exc, req.scope)
         return MISSING
-    return cache._peek(keys, reread, req.tokens)
+    found = cache._peek(keys, reread, req.tokens)
+    if found is not MISSING:  # the followers of this caller in this process may take it too
+        yield (SHARE, keys[0], payload_of(reread[0])[1], sent_at)
+    return found
 
 
 def _load(cache: Cache, req: Request, token: str | None) -> Flow:
@@ -192,10 +207,13 @@ def _load(cache: Cache, req: Request, token: str | None) -> Flow:
         except SERVER_ERRORS as exc:
             cache._failed("release", exc, scope)
     if call is not None:
+        sent_at = time.monotonic()
         try:
             result = yield (SCRIPT, call)
         except SERVER_ERRORS as exc:
             cache._failed("write", exc, scope)
         else:
             cache._stats.add(scope, "sets" if result == 1 else "refused_writes")
+            if result == 1 and token:
+                yield (SHARE, call.keys[0], store.payload_of_write(call), sent_at)
     return value

@@ -1,9 +1,11 @@
 """In-process single flight: concurrent misses of one key in one process make one trip to the lease.
 
 The first caller of a key in this process leads (it goes on to the cross-process lease); the others wait here —
-threads on an ``Event``, asyncio tasks on a future of their own loop — and, when the leader is done, read the key
-once.  They re-read rather than take the leader's value, so that an invalidation between the leader's write and
-their read is never missed.  This keeps a burst of callers in one process from each sending its own lease request.
+threads on an ``Event``, asyncio tasks on a future of their own loop.  When the leader stored its value under its
+lease, a follower that joined *before that write was sent* takes the value (decoded afresh from the stored bytes, so
+callers never share one mutable object): any write acknowledged before the follower started was acknowledged
+before the leader's write, so the leader's value reflects it (or the write would have been refused).  Any other
+follower reads the key once.  A burst of callers in one process thus costs one lease request and one write.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ __all__ = ["Flight", "LocalFlights"]
 class Flight:
     """One key being loaded by a caller of this process."""
 
-    __slots__ = ("_futures", "_lock", "done")
+    __slots__ = ("_futures", "_lock", "done", "payload", "sent_at")
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        #: The stored payload, and when the write that stored it was sent (``time.monotonic()``).
+        self.payload: bytes | None = None
+        self.sent_at = float("inf")
         self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._lock = threading.Lock()
 
@@ -69,6 +74,13 @@ class LocalFlights:
             if flight is None:
                 self._flights[key] = Flight()
             return flight
+
+    def share(self, key: str, payload: bytes, sent_at: float) -> None:
+        """The leader of ``key`` stored ``payload`` with a write sent at ``sent_at``."""
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                flight.payload, flight.sent_at = payload, sent_at
 
     def finish(self, key: str) -> None:
         with self._lock:

@@ -122,6 +122,10 @@ class EntryReader:
             self.stats.read(scope, True, seconds)
         return value
 
+    def shared(self, entry: str, payload: bytes, scope: Counters | None) -> Any:
+        """A value another caller of this process stored (its payload as written), decoded for this caller."""
+        return self.decode(entry, b"cw1" + self.code + b"0000" + payload, 8, scope, None)
+
     def validated(self, entry: str, raw: bytes | None, scope: Counters | None, seconds: float | None = None) -> Any:
         """The value of an entry a Lua script already validated (``get.lua``, ``acquire.lua``)."""
         if raw is None:

@@ -36,6 +36,7 @@ __all__ = [
     "delete",
     "header_of",
     "judge",
+    "payload_of_write",
     "read",
     "read_keys",
     "release",
@@ -196,6 +197,12 @@ def write(
             *tokens,
         ],
     )
+
+
+def payload_of_write(call: Call) -> bytes:
+    """The payload a :func:`write` call stores."""
+    payload: bytes = call.args[5]
+    return payload
 
 
 def release(space: KeySpace, key: str, token: str) -> Call:
