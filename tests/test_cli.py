@@ -61,6 +61,11 @@ def test_run_demo_measures_every_story(
     assert result.stampede.protected_queries == 1
     assert result.stampede.naive_queries == QUICK.requests
     assert result.stampede.waiters >= 1
+    # 7. the cache server goes down mid-run: every answer right, the breaker opens, hits come back after the restart
+    up, down, refill, back = result.outage.phases
+    assert result.outage.wrong_answers == 0 and result.outage.breaker_opens >= 1
+    assert up.db_queries == 0 and down.db_queries == QUICK.outage_calls and back.db_queries == 0
+    assert down.skipped > 0 and down.breaker == "open" and back.breaker == "closed"
     # 3. TTL: a hit before expiry, the loader again after; every TTL is where it should be
     ttl = result.ttl
     assert (ttl.loads_before_expiry, ttl.loads_after_expiry) == (1, 1)

@@ -20,6 +20,7 @@ from ..stats import CacheStats
 from .app import ProductPages
 from .data import DataSizes, open_database, product_ids, remove_database
 from .namespace import TTLAudit, audit_ttls
+from .outage import OutageResult, server_outage
 from .stampede import StampedeResult, cold_stampede
 from .stories import (
     BurstResult,
@@ -54,14 +55,18 @@ class DemoSizes:
     #: Story 1: timed database queries, and timed cache hits.
     db_samples: int = 30
     hit_samples: int = 1000
-    #: Story 5: products cached, then invalidated all at once.
+    #: Story 6: products cached, then invalidated all at once.
     versioned: int = 50
+    #: Story 7: page reads in each phase of the outage.
+    outage_calls: int = 200
     seed: int = 42
 
     @classmethod
     def quick(cls) -> DemoSizes:
         """Tiny sizes for tests: a few seconds, same stories (the query still scans a few thousand rows)."""
-        return cls(products=400, users=200, purchases=40_000, db_samples=10, hit_samples=200, versioned=20)
+        return cls(
+            products=400, users=200, purchases=40_000, db_samples=10, hit_samples=200, versioned=20, outage_calls=50
+        )
 
     @property
     def data(self) -> DataSizes:
@@ -82,6 +87,7 @@ class DemoResult:
     ttl: TTLResult
     writes: WriteResult
     invalidation: InvalidationResult
+    outage: OutageResult
     stats: CacheStats
     audit: TTLAudit
     #: Keys removed from a server that outlives the demo (0 for the private embedded server, which just stops).
@@ -186,6 +192,7 @@ def run_demo(
         ttl = ttl_expiry(console, pages, ids[2])
         writes = writes_and_invalidation(console, pages, ids[3])
         invalidation = version_and_tags(console, pages, ids[: sizes.versioned])
+        outage = server_outage(console, db, ids[:10], sizes.outage_calls)
 
         stats = cache.stats()
         show_stats(console, stats)
@@ -205,6 +212,7 @@ def run_demo(
             ttl=ttl,
             writes=writes,
             invalidation=invalidation,
+            outage=outage,
             stats=stats,
             audit=audit,
             keys_deleted=deleted,

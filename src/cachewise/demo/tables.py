@@ -14,8 +14,9 @@ TITLES = (
     "4. TTL expiry",
     "5. Write-through, delete-on-write",
     "6. Version bump and tags",
-    "7. Cache statistics",
-    "8. Every key has a TTL",
+    "7. The cache server goes down",
+    "8. Cache statistics",
+    "9. Every key has a TTL",
 )
 
 
