@@ -173,11 +173,7 @@ class Connection:
 
     async def acommand(self, *args: Any) -> Any:
         """Run one command with the running loop's client; waits (up to ``pool_timeout``) for a free connection."""
-        entry = self._loop_client()
-        if entry.busy < entry.size:
-            entry.busy += 1
-        else:
-            await entry.wait_for_slot(self.options.pool_timeout)
+        entry = await self._acquire()
         try:
             return await entry.client.execute_command(*args)  # type: ignore[no-untyped-call]
         finally:
@@ -185,15 +181,20 @@ class Connection:
 
     async def ascript(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """Run a Lua script with the running loop's client (bounded like :meth:`acommand`)."""
+        entry = await self._acquire()
+        try:
+            return await script.acall(entry.client, keys, args)
+        finally:
+            entry.release()
+
+    async def _acquire(self) -> _LoopClient:
+        """The running loop's client, with one of its slots taken (give it back with ``release()``)."""
         entry = self._loop_client()
         if entry.busy < entry.size:
             entry.busy += 1
         else:
             await entry.wait_for_slot(self.options.pool_timeout)
-        try:
-            return await script.acall(entry.client, keys, args)
-        finally:
-            entry.release()
+        return entry
 
     def close(self) -> None:
         """Close the sync pool, forget asyncio pools, and release the embedded server."""

@@ -48,6 +48,13 @@ class Waiter:
                 self.loop.call_soon_threadsafe(_resolve, self.future)
 
 
+def _close_quietly(*closeables: Any) -> None:
+    for thing in closeables:
+        if thing is not None:
+            with contextlib.suppress(Exception):
+                thing.close()
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -166,22 +173,12 @@ class FillNotifier:
             except (redis.RedisError, OSError) as exc:
                 log.debug("fill notifications interrupted (%s); reconnecting", exc)
                 self._lost()
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        pubsub.close()
-                if client is not None:
-                    with contextlib.suppress(Exception):
-                        client.close()
+                _close_quietly(pubsub, client)
                 pubsub, client = None, None
                 self.reconnects += 1
                 self._stop.wait(backoff)
                 backoff = min(1.0, backoff * 2)
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                pubsub.close()
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
+        _close_quietly(pubsub, client)
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
