@@ -161,7 +161,7 @@ class Cache:
             self._oversize(key, len(payload))
             return None
         if self._signer is not None:
-            payload = self._signer.sign(self.keyspace.entry(key), payload)
+            payload = self._signer.sign(self.keyspace.entry(key), self.serializer.code, payload)
         return store.write(
             self.keyspace,
             key,

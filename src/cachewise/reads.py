@@ -100,7 +100,7 @@ class EntryReader:
                 raise EntryError(f"entry written with serializer code {raw[3:4]!r}")
             payload = raw[start:]
             if self.signer is not None:
-                payload = self.signer.verify(entry, payload)
+                payload = self.signer.verify(entry, raw[3:4], payload)
             value = self.serializer.loads(payload)
         except TamperedValue:  # never decoded: with pickle, decoding a forged value would run its code
             self.stats.add(scope, "tampered")

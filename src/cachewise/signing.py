@@ -1,7 +1,9 @@
 """Signed payloads, without I/O: a value read from a shared server is verified before it is decoded.
 
-With ``Cache(signing_key=...)`` every payload is stored as ``HMAC-SHA256(key, entry key + payload) + payload``.
-Binding the MAC to the entry's key means a signed value cannot be moved under another key either.  A value whose MAC
+With ``Cache(signing_key=...)`` every payload is stored as ``HMAC-SHA256(key, entry key, serializer code, payload)
++ payload``.  Binding the MAC to the entry's key means a signed value cannot be moved under another key, and to the
+serializer's code that it cannot be relabelled for another serializer (bytes signed as JSON or as raw bytes can never
+be handed to pickle).  A value whose MAC
 does not verify (tampered with, written by someone without the key, or moved) is never decoded: it is a miss,
 counted as ``tampered`` and logged.  Pickle is only available this way (``serializer="pickle"`` needs a key), so
 unpickling only ever runs on bytes that this application signed.
@@ -36,16 +38,18 @@ class Signer:
             )
         self._secret = secret
 
-    def _mac(self, entry: str, payload: bytes) -> bytes:
-        return hmac.new(self._secret, entry.encode() + b"\x00" + payload, hashlib.sha256).digest()
+    def _mac(self, entry: str, code: bytes, payload: bytes) -> bytes:
+        message = entry.encode() + b"\x00" + code + b"\x00" + payload
+        return hmac.new(self._secret, message, hashlib.sha256).digest()
 
-    def sign(self, entry: str, payload: bytes) -> bytes:
-        return self._mac(entry, payload) + payload
+    def sign(self, entry: str, code: bytes, payload: bytes) -> bytes:
+        """``payload`` signed for ``entry`` and the serializer ``code``."""
+        return self._mac(entry, code, payload) + payload
 
-    def verify(self, entry: str, signed: bytes) -> bytes:
+    def verify(self, entry: str, code: bytes, signed: bytes) -> bytes:
         """The payload, or :class:`TamperedValue` when its MAC does not match (compared in constant time)."""
         mac, payload = signed[:MAC_BYTES], signed[MAC_BYTES:]
-        if len(mac) != MAC_BYTES or not hmac.compare_digest(mac, self._mac(entry, payload)):
+        if len(mac) != MAC_BYTES or not hmac.compare_digest(mac, self._mac(entry, code, payload)):
             raise TamperedValue("signature does not verify")
         return payload
 

@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from ..breaker import CircuitBreaker
+from ..errors import ConfigurationError
 from .embedded import EmbeddedServer, release_server, shared_server
 from .notify import FillNotifier
 from .scripts import Script
@@ -121,9 +122,16 @@ class Connection:
         self.breaker = CircuitBreaker(
             self.options.breaker_threshold, self.options.breaker_reset, name=redact(self.address.url)
         )
-        self.sync: redis.Redis = redis.Redis(
-            connection_pool=redis.BlockingConnectionPool.from_url(target, **self.options.pool_kwargs())
-        )
+        try:
+            pool = redis.BlockingConnectionPool.from_url(target, **self.options.pool_kwargs())
+        except (ValueError, TypeError) as exc:  # redis-py's message may quote part of the URL: never pass it on
+            if self.server is not None:
+                release_server(self.server)
+            raise ConfigurationError(
+                f"cannot use server URL {redact(self.address.url)!r} ({type(exc).__name__}): check its form, e.g. "
+                "redis://user:password@host:6379/0, with special characters in the password percent-encoded"
+            ) from None
+        self.sync: redis.Redis = redis.Redis(connection_pool=pool)
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = weakref.WeakKeyDictionary()
         self._last_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._last: _LoopClient | None = None

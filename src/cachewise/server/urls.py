@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
 
@@ -61,22 +61,50 @@ def parse_url(url: str | None) -> ServerAddress:
         return ServerAddress(url=url, scheme=scheme, directory=directory)
     if scheme in ("redis", "rediss") and not parts.hostname:
         raise ConfigurationError(f"server URL {redact(url)!r} has no host: e.g. redis://127.0.0.1:6379/0")
+    try:
+        parts.port  # noqa: B018 - validates the port, which urlsplit parses lazily
+    except ValueError:
+        raise ConfigurationError(
+            f"server URL {redact(url)!r} has no valid port; if the password contains '/', '?', '#' or '@', "
+            "percent-encode it (urllib.parse.quote(password, safe=''))"
+        ) from None
     if scheme == "unix" and not parts.path:
         raise ConfigurationError(f"server URL {redact(url)!r} has no socket path: e.g. unix:///run/redis.sock")
     return ServerAddress(url=url, scheme=scheme)
 
 
+_SECRET_PARAMS = ("password", "pass", "pwd", "auth", "ssl_password", "token")
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe for logs, reprs and error messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    """The URL with every password replaced by ``***``, safe for logs, reprs and error messages.
+
+    Hides the user-info password (``redis://user:pw@host``) and secret query parameters (``?password=``, redis-py's
+    form for ``unix://`` URLs).  A password that breaks URL syntax (an unescaped ``/``, ``?`` or ``#``) cannot be
+    told from the host, so everything between the scheme and the last ``@`` is hidden then.
+    """
+    if not isinstance(url, str):
+        return "<not a URL>"
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    if "@" in rest:
+        userinfo, _, hostpart = rest.rpartition("@")
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else userinfo
+        if ":" in userinfo or any(c in userinfo for c in "/?#"):
+            user = user.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+            rest = f"{user}:***@{hostpart}"
+    try:
+        parts = urlsplit(f"{scheme}://{rest}")
+    except ValueError:
+        return f"{scheme}://<unparsable>"
+    if parts.query:
+        pairs = [
+            (k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        query = "&".join(f"{k}={v}" for k, v in pairs)
+        parts = parts._replace(query=query)
+    if not parts.netloc:  # unix:///path: urlunsplit would drop the empty authority
+        tail = f"?{parts.query}" if parts.query else ""
+        return f"{parts.scheme}://{parts.path}{tail}"
+    return urlunsplit(parts)
