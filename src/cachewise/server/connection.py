@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import contextlib
 import threading
 import weakref
@@ -122,6 +123,9 @@ class Connection:
         self.breaker = CircuitBreaker(
             self.options.breaker_threshold, self.options.breaker_reset, name=redact(self.address.url)
         )
+        if self.address.scheme == "rediss" and not any(k == "ssl_check_hostname" for k, _ in self.options.extra):
+            # Verify the server's certificate names the host (older redis-py releases do not by default).
+            self.options = dataclasses.replace(self.options, extra=(*self.options.extra, ("ssl_check_hostname", True)))
         try:
             pool = redis.BlockingConnectionPool.from_url(target, **self.options.pool_kwargs())
         except (ValueError, TypeError) as exc:  # redis-py's message may quote part of the URL: never pass it on
