@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import contextlib
+import dataclasses
 import threading
 import weakref
 from dataclasses import dataclass
