@@ -65,6 +65,7 @@ def test_run_demo_measures_every_story(
     up, down, refill, back = result.outage.phases
     assert result.outage.wrong_answers == 0 and result.outage.breaker_opens >= 1
     assert up.db_queries == 0 and down.db_queries == QUICK.outage_calls and back.db_queries == 0
+    assert refill.db_queries <= 10  # at most one load per product while the empty server refills
     assert down.skipped > 0 and down.breaker == "open" and back.breaker == "closed"
     # 3. TTL: a hit before expiry, the loader again after; every TTL is where it should be
     ttl = result.ttl
