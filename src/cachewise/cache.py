@@ -377,6 +377,9 @@ class Cache:
             refresh = self._reader.refresh_due(head, protection) if head else None
             if refresh is None:
                 return value  # type: ignore[no-any-return]
+            if refresh == "corrupt":
+                self._reader.invalid(scope, "corrupt entry times")
+                value, refresh = MISSING, None
         where = where or "cache.get_or_set"
         req = flows.Request(key, tokens, ttl, jitter, scope, where, protection)
         flow = flows.after_read(self, req, value, head, refresh, server_down=head is FAILED)
@@ -577,6 +580,9 @@ class Cache:
             refresh = self._reader.refresh_due(head, protection) if head else None
             if refresh is None:
                 return value  # type: ignore[no-any-return]
+            if refresh == "corrupt":
+                self._reader.invalid(scope, "corrupt entry times")
+                value, refresh = MISSING, None
         req = flows.Request(key, tokens, ttl, jitter, scope, where or "cache.aget_or_set", protection, background=True)
         flow = flows.after_read(self, req, value, head, refresh, server_down=head is FAILED)
         return await drivers.arun(self, flow, loader)  # type: ignore[no-any-return]

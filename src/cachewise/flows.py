@@ -134,6 +134,8 @@ def _single_flight(cache: Cache, req: Request) -> Flow:
             return (yield from _load(cache, req, token=""))  # unreadable: replace it
         if reply[0] == b"L":
             return (yield from _load(cache, req, token=token))
+        if reply[0] == b"S":  # too large to cache: everyone loads, nobody waits
+            return (yield from _load(cache, req, token=None))
         left = deadline - time.monotonic()
         if left <= 0:  # the holders keep failing or hanging: load for ourselves, and do not store
             stats.add(scope, "wait_timeouts")
@@ -203,7 +205,7 @@ def _load(cache: Cache, req: Request, token: str | None) -> Flow:
     cache._loaded(req, seconds, leased=bool(token))
     if call is None and token:  # too large to cache: let the waiters load for themselves rather than wait
         try:
-            yield (SCRIPT, store.release(cache.keyspace, req.key, token))
+            yield (SCRIPT, store.release(cache.keyspace, req.key, token, skip=True))
         except SERVER_ERRORS as exc:
             cache._failed("release", exc, scope)
     if call is not None:

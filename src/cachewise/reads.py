@@ -81,7 +81,10 @@ class EntryReader:
         only when ``serve_stale`` (a cache-aside read, which then reloads it).  Counts the read."""
         verdict, start, head = store.judge(reply, tokens)
         if verdict == store.HIT:
-            if not serve_stale and head[4] != b"0" and self.past_ttl(head):
+            past = self.past_ttl(head) if not serve_stale and head[4] != b"0" else False
+            if past is not False:  # past its TTL (kept for stale serving), or corrupt times
+                if past is None:
+                    self.invalid(scope, "corrupt entry times")
                 self.stats.read(scope, False, seconds)
                 return MISSING, NO_HEAD
             return self.decode(entry, reply[0], start, scope, seconds), head
@@ -149,17 +152,24 @@ class EntryReader:
         return self.decode(entry, reply[0], start, None, None)
 
     @staticmethod
-    def past_ttl(head: list[bytes]) -> bool:
-        """Whether an entry is past its TTL (and only kept for its grace period)."""
-        written, ttl, _, _ = store.times(head)
+    def past_ttl(head: list[bytes]) -> bool | None:
+        """Whether an entry is past its TTL (and only kept for its grace period); None when its times are corrupt."""
+        times = store.times(head)
+        if times is None:
+            return None
+        written, ttl, _, _ = times
         return time.time() * 1000 >= written + ttl
 
     def refresh_due(self, head: list[bytes], protection: Protection) -> str | None:
         """Whether a hit should be reloaded: ``"stale"`` (past its TTL, kept for its grace period), ``"early"``
-        (XFetch says so this time), or None."""
+        (XFetch says so this time), ``"corrupt"`` (its header's times are not numbers: treat it as a miss), or
+        None."""
         if head[4] == b"0" and (head[5] == b"0" or not protection.early_refresh):
             return None
-        written, ttl, grace, load = store.times(head)
+        times = store.times(head)
+        if times is None:
+            return "corrupt"
+        written, ttl, grace, load = times
         now_ms = time.time() * 1000
         if grace and now_ms >= written + ttl:
             return "stale"

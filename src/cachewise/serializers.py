@@ -161,6 +161,8 @@ class MsgpackSerializer:
         self._unpackb = msgpack.unpackb
 
     def _default(self, obj: Any) -> Any:
+        if isinstance(obj, int):  # msgpack hands over the integers it cannot hold
+            raise SerializationError(f"cannot store the integer {obj} as msgpack: beyond 64 bits (store it as str)")
         # What orjson does natively, so that both serializers give back the same types.
         if isinstance(obj, uuid.UUID):
             return str(obj)

@@ -119,9 +119,19 @@ def header_of(raw: bytes) -> list[bytes]:
     return raw[HEADER_START : HEADER_START + int(raw[4:8], 16)].split(b" ")
 
 
-def times(head: list[bytes]) -> tuple[int, int, int, int]:
-    """``(written at ms, ttl ms, grace ms, load time ms)`` of an entry's header tokens."""
-    return int(head[2]), int(head[3]), int(head[4]), int(head[5])
+_MAX_TIME = 2**53  # beyond this no time or duration in ms is real (and float arithmetic would lose it)
+
+
+def times(head: list[bytes]) -> tuple[int, int, int, int] | None:
+    """``(written at ms, ttl ms, grace ms, load time ms)`` of an entry's header tokens; None when they are not
+    plausible numbers (a corrupt or foreign header)."""
+    try:
+        values = int(head[2]), int(head[3]), int(head[4]), int(head[5])
+    except (ValueError, IndexError):
+        return None
+    if not all(0 <= v < _MAX_TIME for v in values):
+        return None
+    return values
 
 
 def read(space: KeySpace, key: str) -> Call:
@@ -205,10 +215,12 @@ def payload_of_write(call: Call) -> bytes:
     return payload
 
 
-def release(space: KeySpace, key: str, token: str) -> Call:
-    """Give a lease back without a value (the loader failed), waking the waiters."""
+def release(space: KeySpace, key: str, token: str, *, skip: bool = False) -> Call:
+    """Give a lease back without a value, waking the waiters: the loader failed (one of them loads next), or
+    ``skip``: the value is too large to cache (they all load for themselves, without waiting, until the lease's
+    time is up)."""
     entry = space.entry(key)
-    return Call(RELEASE, [space.lease(entry)], [token, space.fill_channel, entry])
+    return Call(RELEASE, [space.lease(entry)], [token, space.fill_channel, entry, "skip" if skip else ""])
 
 
 def delete(space: KeySpace, key: str) -> Call:

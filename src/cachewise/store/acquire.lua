@@ -3,8 +3,9 @@
 -- KEYS[1] the entry; KEYS[2] the namespace version counter; KEYS[3] the group version counter; KEYS[4] the lease;
 -- KEYS[5..] the counters of the entry's tags.
 -- ARGV[1] tag counter prefix; ARGV[2] our token; ARGV[3] lease TTL in ms; ARGV[4] 'miss' or 'refresh'.
--- 'miss': returns the entry when it became valid meanwhile; else {'L', token} when the lease is ours, or
--- {'W', ms the current holder's lease has left}.  'refresh': {'L', token}, or false when someone holds it.
+-- 'miss': returns the entry when it became valid meanwhile; else {'L', token} when the lease is ours,
+-- {'W', ms the current holder's lease has left}, or {'S'} when the last holder found the value too large to cache
+-- (load, do not store, do not wait).  'refresh': {'L', token}, or false when someone holds it.
 -- The lease records the counters as they are now; set.lua stores the holder's value only if they have not moved
 -- (a version bump or a tag invalidation during the load would make that value stale).
 local now_ms, fresh = server_clock()
@@ -14,10 +15,11 @@ if ARGV[4] == 'miss' then
     return raw
   end
 end
-local left = redis.call('PTTL', KEYS[4])
-if left ~= -2 then
+local holder = get_string(KEYS[4])
+if holder then
   if ARGV[4] == 'refresh' then return false end
-  return {'W', left}
+  if holder == 'skip' then return {'S'} end
+  return {'W', redis.call('PTTL', KEYS[4])}
 end
 local ttl = tonumber(ARGV[3])
 local snapshot = {ARGV[2]}

@@ -13,22 +13,29 @@ local function get_string(key)
   return raw
 end
 
+-- tonumber() that accepts nil (Redis's Lua raises on tonumber(nil)).
+local function num(text)
+  if text == nil then return nil end
+  return tonumber(text)
+end
+
 -- Whether `raw` is still valid: true, false (a counter it is stamped with has moved: stale), or nil (not a
 -- cachewise entry of this format: the client counts it and replaces it).
 local function entry_valid(raw, ns_key, group_key, tag_prefix)
   if string.sub(raw, 1, 3) ~= 'cw1' then return nil end
   local hlen = tonumber(string.sub(raw, 5, 8), 16)
-  if not hlen then return nil end
+  if not hlen or 8 + hlen > #raw then return nil end
   local next_token = string.gmatch(string.sub(raw, 9, 8 + hlen), '%S+')
   local ns_version, group_version = next_token(), next_token()
-  if not group_version then return nil end
+  local written, ttl, grace, load = num(next_token()), num(next_token()), next_token(), next_token()
+  local ntags = num(next_token())
+  if not (written and ttl and grace and load and ntags) then return nil end
   local current = redis.call('MGET', ns_key, group_key)
   if current[1] ~= ns_version or current[2] ~= group_version then return false end
-  next_token() next_token() next_token() next_token() -- written at, ttl, grace, load time
-  local ntags = tonumber(next_token()) or 0
   for _ = 1, ntags do
     local tag, version = next_token(), next_token()
-    if redis.call('GET', tag_prefix .. tag) ~= version then return false end
+    if not version then return nil end
+    if get_string(tag_prefix .. tag) ~= version then return false end
   end
   return true
 end
@@ -38,8 +45,8 @@ local function entry_expired(raw, now_ms)
   local hlen = tonumber(string.sub(raw, 5, 8), 16)
   local next_token = string.gmatch(string.sub(raw, 9, 8 + hlen), '%S+')
   next_token() next_token()
-  local written, ttl = tonumber(next_token()), tonumber(next_token())
-  return written + ttl <= now_ms
+  local written, ttl = num(next_token()), num(next_token())
+  return not (written and ttl) or written + ttl <= now_ms
 end
 
 -- The server's clock: {ms, a value no earlier incarnation of a counter can have had (µs)}.
@@ -48,14 +55,21 @@ local function server_clock()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), t[1] .. string.format('%06d', t[2])
 end
 
--- The value of a version or tag counter, created if missing and kept alive at least `ttl` ms, so that a counter
--- can only disappear once every entry and lease stamped with it is gone.
-local function counter(key, ttl, fresh)
-  local value = redis.call('GET', key)
-  if not value then
-    redis.call('SET', key, fresh, 'PX', ttl)
-    return fresh
-  end
+-- The value of a version or tag counter, or `fresh` when it does not exist yet (then `ensure_counter` creates it).
+local function counter_value(key, fresh)
+  return get_string(key) or fresh
+end
+
+-- Create a counter that did not exist (with `value`), or keep one alive at least `ttl` ms, so that a counter can
+-- only disappear once every entry and lease stamped with it is gone.
+local function ensure_counter(key, value, ttl)
+  if redis.call('SET', key, value, 'PX', ttl, 'NX') then return end
   if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+
+-- The value of a counter, created or kept alive as `ensure_counter` does.
+local function counter(key, ttl, fresh)
+  local value = counter_value(key, fresh)
+  ensure_counter(key, value, ttl)
   return value
 end

@@ -23,25 +23,31 @@ if token ~= '' then
   end
 end
 if ARGV[8] ~= '' then
-  local old = redis.call('GET', KEYS[1])
+  local old = get_string(KEYS[1])
   if old and string.sub(old, 1, 3) == 'cw1' then
     local hlen = tonumber(string.sub(old, 5, 8), 16) or 0
-    local held = tonumber(string.match(string.sub(old, 9, 8 + hlen), ' v=(%d+)'))
+    local held = num(string.match(string.sub(old, 9, 8 + hlen), ' v=(%d+)'))
     if held and held >= tonumber(ARGV[8]) then return -2 end
   end
 end
 local now_ms, fresh = server_clock()
 local life = ttl + grace
-local parts = {counter(KEYS[2], life, fresh), counter(KEYS[3], life, fresh), string.format('%d', now_ms), ARGV[1],
-  ARGV[2], ARGV[4], tostring(#KEYS - 4)}
+-- Read every counter first and write the entry first: under maxmemory with noeviction the server refuses a script
+-- whose first write would grow memory, and lets every later write through; so nothing may be written before it.
+local counters = {KEYS[2], KEYS[3]}
+for i = 5, #KEYS do counters[#counters + 1] = KEYS[i] end
+local values = {}
+for i, key in ipairs(counters) do values[i] = counter_value(key, fresh) end
+local parts = {values[1], values[2], string.format('%d', now_ms), ARGV[1], ARGV[2], ARGV[4], tostring(#KEYS - 4)}
 for i = 5, #KEYS do
   parts[#parts + 1] = ARGV[i + 5]
-  parts[#parts + 1] = counter(KEYS[i], life, fresh)
+  parts[#parts + 1] = values[i - 2]
 end
 if ARGV[8] ~= '' then parts[#parts + 1] = 'v=' .. ARGV[8] end
 if ARGV[5] ~= '' then parts[#parts + 1] = ARGV[5] end
 local header = table.concat(parts, ' ')
 redis.call('SET', KEYS[1], 'cw1' .. ARGV[3] .. string.format('%04x', #header) .. header .. ARGV[6], 'PX', life)
+for i, key in ipairs(counters) do ensure_counter(key, values[i], life) end
 redis.call('DEL', KEYS[4])
 redis.call('PUBLISH', ARGV[9], KEYS[1])
 return 1
