@@ -381,7 +381,24 @@ class Bench:
                 TARGET_MISS,
                 run=sync_keys_loop(cw_miss, miss_keys),
                 prepare=lambda: self.delete(server_keys),
-                note="fresh keys, deleted before the batch (untimed)",
+                note="single flight (default): read, lease, write = 3 round trips",
+            )
+        )
+        plain_keys = [f"pmiss-plain:{i}" for i in range(max(self.n, self.warmup))]
+        plain_server_keys = [f"{self.prefix}:{k}" for k in plain_keys]
+
+        def cw_plain_miss(k: str) -> Any:
+            return get_or_set(k, load, ttl=MISS_TTL, single_flight=False)
+
+        self.add(
+            Case(
+                "cachewise get_or_set (miss, single_flight=False)",
+                "miss",
+                self.miss_base,
+                TARGET_MISS,
+                run=sync_keys_loop(cw_plain_miss, plain_keys),
+                prepare=lambda: self.delete(plain_server_keys),
+                note="plain cache-aside: read, write = 2 round trips",
             )
         )
 

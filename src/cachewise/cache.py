@@ -113,6 +113,7 @@ class Cache:
         self._load_times: dict[str | None, LoadTimes] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._flights = LocalFlights()
+        self._protections: dict[tuple[Protection, tuple[tuple[str, Any], ...]], Protection] = {}
         self.connection = Connection(url, options)
         self._sync = self.connection.sync
         self._breaker = self.connection.breaker
@@ -216,8 +217,14 @@ class Cache:
 
     def _protection(self, base: Protection | None, overrides: dict[str, Any]) -> Protection:
         chosen = base or self.protection
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return dataclasses.replace(chosen, **given) if given else chosen
+        given = tuple((k, v) for k, v in overrides.items() if v is not None)
+        if not given:
+            return chosen
+        memo_key = (chosen, given)
+        found = self._protections.get(memo_key)
+        if found is None:  # validated once per distinct override, not on every call
+            found = self._protections[memo_key] = dataclasses.replace(chosen, **dict(given))
+        return found
 
     def _counters(self, group: str | None) -> list[str]:
         return [self.keyspace.namespace_version if group is None else self.keyspace.group_version(group)]

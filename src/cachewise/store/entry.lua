@@ -55,21 +55,27 @@ local function server_clock()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), t[1] .. string.format('%06d', t[2])
 end
 
--- The value of a version or tag counter, or `fresh` when it does not exist yet (then `ensure_counter` creates it).
+-- The value of a version or tag counter, and whether it exists; `fresh` when it does not (`ensure_counter` then
+-- creates it).
 local function counter_value(key, fresh)
-  return get_string(key) or fresh
+  local value = get_string(key)
+  if value then return value, true end
+  return fresh, false
 end
 
 -- Create a counter that did not exist (with `value`), or keep one alive at least `ttl` ms, so that a counter can
 -- only disappear once every entry and lease stamped with it is gone.
-local function ensure_counter(key, value, ttl)
-  if redis.call('SET', key, value, 'PX', ttl, 'NX') then return end
-  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+local function ensure_counter(key, value, existed, ttl)
+  if not existed then
+    redis.call('SET', key, value, 'PX', ttl)
+  elseif redis.call('PTTL', key) < ttl then
+    redis.call('PEXPIRE', key, ttl)
+  end
 end
 
 -- The value of a counter, created or kept alive as `ensure_counter` does.
 local function counter(key, ttl, fresh)
-  local value = counter_value(key, fresh)
-  ensure_counter(key, value, ttl)
+  local value, existed = counter_value(key, fresh)
+  ensure_counter(key, value, existed, ttl)
   return value
 end

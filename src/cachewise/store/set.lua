@@ -36,8 +36,8 @@ local life = ttl + grace
 -- whose first write would grow memory, and lets every later write through; so nothing may be written before it.
 local counters = {KEYS[2], KEYS[3]}
 for i = 5, #KEYS do counters[#counters + 1] = KEYS[i] end
-local values = {}
-for i, key in ipairs(counters) do values[i] = counter_value(key, fresh) end
+local values, existed = {}, {}
+for i, key in ipairs(counters) do values[i], existed[i] = counter_value(key, fresh) end
 local parts = {values[1], values[2], string.format('%d', now_ms), ARGV[1], ARGV[2], ARGV[4], tostring(#KEYS - 4)}
 for i = 5, #KEYS do
   parts[#parts + 1] = ARGV[i + 5]
@@ -47,7 +47,7 @@ if ARGV[8] ~= '' then parts[#parts + 1] = 'v=' .. ARGV[8] end
 if ARGV[5] ~= '' then parts[#parts + 1] = ARGV[5] end
 local header = table.concat(parts, ' ')
 redis.call('SET', KEYS[1], 'cw1' .. ARGV[3] .. string.format('%04x', #header) .. header .. ARGV[6], 'PX', life)
-for i, key in ipairs(counters) do ensure_counter(key, values[i], life) end
+for i, key in ipairs(counters) do ensure_counter(key, values[i], existed[i], life) end
 redis.call('DEL', KEYS[4])
 redis.call('PUBLISH', ARGV[9], KEYS[1])
 return 1
