@@ -399,7 +399,7 @@ class SessionStore:
             if call.script is not None:
                 reply = call.script(client, call.keys, call.args)
             else:
-                reply = client.execute_command(*call.args)
+                reply = client.execute_command(*call.args)  # type: ignore[no-untyped-call]
         finally:
             self.cache._stats.roundtrip(self._scope, time.perf_counter() - started)
         breaker.success()
