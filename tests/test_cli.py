@@ -66,6 +66,12 @@ def test_run_demo_measures_every_story(
     assert result.outage.wrong_answers == 0 and result.outage.breaker_opens >= 1
     assert up.db_queries == 0 and down.db_queries == QUICK.outage_calls and back.db_queries == 0
     assert refill.db_queries <= 10  # at most one load per product while the empty server refills
+    # 8-9. rate limiting and sessions
+    limited = result.rate_limit
+    assert (limited.allowed, limited.refused) == (100, limited.requests - 100) and limited.retry_after > 0
+    assert limited.naive_key_ttl_ms == -1 and limited.limiter_keys_without_ttl == 0
+    assert result.sessions.id_chars >= 22 and result.sessions.renewed
+    assert result.sessions.old_id_dead_after_rotate and result.sessions.destroyed_everywhere == 2
     assert down.skipped > 0 and down.breaker == "open" and back.breaker == "closed"
     # 3. TTL: a hit before expiry, the loader again after; every TTL is where it should be
     ttl = result.ttl

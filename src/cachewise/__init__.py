@@ -19,8 +19,10 @@ from .errors import (
     ServerNotFoundError,
     TTLRequiredError,
 )
+from .ratelimit import Decision, Limit, RateLimiter
 from .serializers import JsonSerializer, MsgpackSerializer, Serializer
 from .server.embedded import EmbeddedServer
+from .sessions import SessionDataError, SessionStore
 from .stampede import Protection
 from .stats import CacheStats, Counters
 from .ttl import AlignedTTL, until_next
@@ -37,6 +39,7 @@ __all__ = [
     "CachewiseError",
     "ConfigurationError",
     "Counters",
+    "Decision",
     "EmbeddedServer",
     "EmbeddedServerError",
     "InvalidKeyError",
@@ -44,11 +47,15 @@ __all__ = [
     "InvalidationError",
     "JsonSerializer",
     "KeyTemplateError",
+    "Limit",
     "MsgpackSerializer",
     "Protection",
+    "RateLimiter",
     "SerializationError",
     "Serializer",
     "ServerNotFoundError",
+    "SessionDataError",
+    "SessionStore",
     "TTLRequiredError",
     "__version__",
     "until_next",

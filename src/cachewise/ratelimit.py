@@ -59,6 +59,7 @@ Policy is pure (limits, keys, arguments, what a reply means); :class:`RateLimite
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -72,7 +73,6 @@ from redis.exceptions import NoScriptError
 
 from .errors import ConfigurationError, InvalidationError, InvalidKeyError
 from .failures import SERVER_ERRORS, CircuitOpen
-from .keyspace import MAX_KEY_BYTES, shorten
 from .server.scripts import Script
 
 if TYPE_CHECKING:
@@ -89,6 +89,8 @@ MIN_PERIOD = 0.001
 MAX_PERIOD = 366 * 86400.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _KEY_MEMO_SIZE = 4096
+#: Encoded identities longer than this are shortened (see :func:`identity_token`).
+MAX_IDENTITY_CHARS = 256
 
 SCRIPT = Script.beside(__name__.rpartition(".")[0], "ratelimit.lua")
 
@@ -239,16 +241,18 @@ def resolve_limits(
 
 
 def identity_token(identity: str) -> str:
-    """An identity as the last segment of a key: percent-encoded (never a ``:``, ``*`` or space), shortened when
-    huge."""
+    """An identity as the last segment of a key: percent-encoded (never a ``:``, ``*``, ``/`` or space).  One longer
+    than 256 characters once encoded becomes its first 64 characters, encoded, then ``/`` and a digest of the whole:
+    short, and never equal to another identity's token (an encoded identity has no ``/``)."""
     if type(identity) is not str:
         raise InvalidKeyError(
             f"a rate-limit identity must be a str (an IP, a user id, ...), got {type(identity).__name__}: "
             f"{identity!r}; convert it, e.g. str(user_id)"
         )
-    token = quote(identity, safe="")
-    if len(token) > MAX_KEY_BYTES:
-        token = quote(shorten(token), safe="")
+    token = quote(identity, safe="", errors="surrogatepass")  # a lone surrogate (from surrogateescape) is no crash
+    if len(token) > MAX_IDENTITY_CHARS:
+        digest = hashlib.blake2b(identity.encode(errors="surrogatepass"), digest_size=20).hexdigest()
+        token = f"{quote(identity[:64], safe='', errors='surrogatepass')}/{digest}"
     return token
 
 
@@ -361,6 +365,8 @@ class RateLimiter:
 
     def keys(self, identity: str) -> list[str]:
         """The server keys of ``identity``: one per limit (memoised: building them is a good part of a hit's cost)."""
+        if type(identity) is not str:
+            identity_token(identity)  # raises, saying what to do
         keys = self._key_memo.get(identity)
         if keys is None:
             token = identity_token(identity)
@@ -403,14 +409,18 @@ class RateLimiter:
         whether it may proceed.  A ``cost`` more than a limit ever allows at once raises :class:`ConfigurationError`.
         """
         # _run(), inlined: this is every request's path
-        keys = self._key_memo.get(identity) or self.keys(identity)
+        try:
+            keys = self._key_memo.get(identity) or self.keys(identity)
+        except TypeError:  # unhashable: keys() says what is wrong with it
+            keys = self.keys(identity)
         args = self._hit1 if cost == 1 and type(cost) is int else self._args(cost)
         if not self._breaker.allow():
             return self._degraded(CircuitOpen("circuit breaker open"), cost)
         try:
-            reply = self._evalsha("EVALSHA", SCRIPT.sha, len(keys), *keys, *args)
-        except NoScriptError:  # the server restarted or flushed its scripts: SCRIPT loads it and calls again
-            return self._run(keys, args, cost)
+            try:
+                reply = self._evalsha("EVALSHA", SCRIPT.sha, len(keys), *keys, *args)
+            except NoScriptError:  # the server restarted or flushed its scripts: SCRIPT loads it and calls again
+                reply = SCRIPT(self._sync, keys, args)  # type: ignore[arg-type]
         except SERVER_ERRORS as exc:
             return self._degraded(exc, cost)
         self._breaker.success()

@@ -35,6 +35,7 @@ from .stories import (
     writes_and_invalidation,
 )
 from .summary import show_audit, show_stats
+from .web import RateLimitResult, SessionResult, rate_limiting, sessions
 
 __all__ = ["DemoError", "DemoResult", "DemoSizes", "run_demo"]
 
@@ -88,6 +89,8 @@ class DemoResult:
     writes: WriteResult
     invalidation: InvalidationResult
     outage: OutageResult
+    rate_limit: RateLimitResult
+    sessions: SessionResult
     stats: CacheStats
     audit: TTLAudit
     #: Keys removed from a server that outlives the demo (0 for the private embedded server, which just stops).
@@ -193,6 +196,8 @@ def run_demo(
         writes = writes_and_invalidation(console, pages, ids[3])
         invalidation = version_and_tags(console, pages, ids[: sizes.versioned])
         outage = server_outage(console, db, ids[:10], sizes.outage_calls)
+        rate_limit = rate_limiting(console, cache)
+        session_story = sessions(console, cache)
 
         stats = cache.stats()
         show_stats(console, stats)
@@ -213,6 +218,8 @@ def run_demo(
             writes=writes,
             invalidation=invalidation,
             outage=outage,
+            rate_limit=rate_limit,
+            sessions=session_story,
             stats=stats,
             audit=audit,
             keys_deleted=deleted,

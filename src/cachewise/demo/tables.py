@@ -15,8 +15,10 @@ TITLES = (
     "5. Write-through, delete-on-write",
     "6. Version bump and tags",
     "7. The cache server goes down",
-    "8. Cache statistics",
-    "9. Every key has a TTL",
+    "8. Rate limiting: 100 requests a minute per IP",
+    "9. Server-side sessions",
+    "10. Cache statistics",
+    "11. Every key has a TTL",
 )
 
 

@@ -1,0 +1,704 @@
+"""Rate limiting (issue #5): the seed's INCR + EXPIRE limiter made atomic, a sliding window and a token bucket.
+
+What is checked, on the embedded Valkey and the system Redis, sync and async:
+
+* the policy without a server: limits, key segments, arguments, what a reply means, the degraded decisions;
+* each algorithm counts, refuses, reports remaining / retry_after / reset_after, takes a cost, peeks without
+  counting, resets by key name (no KEYS, no SCAN), and replaces state it cannot read;
+* several limits in one round trip, all or nothing;
+* 4 processes (2 sync, 2 async) hammering one identity, 100 per 2 s: the fixed window allows exactly 100 in each
+  window, the token bucket exactly its burst plus one per 20 ms, the sliding window stays within its documented bound;
+* the seed's naive INCR-then-EXPIRE client killed between its two commands leaves a key that never expires; ours,
+  killed at random instants, never does;
+* a server that goes away: ``on_error="allow"`` fails open, ``"deny"`` fails closed, both counted; back after a
+  restart (scripts reloaded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+
+from cachewise import Cache, ConfigurationError, InvalidationError, InvalidKeyError
+from cachewise.ratelimit import (
+    Decision,
+    Limit,
+    RateLimiter,
+    decide,
+    degraded,
+    hit_args,
+    identity_token,
+    resolve_limits,
+)
+from cachewise.server.embedded import EmbeddedServer
+
+ALGORITHMS = ("fixed_window", "sliding_window", "token_bucket")
+
+
+def server_seconds(raw: redis.Redis) -> float:
+    seconds, micros = raw.time()
+    return seconds + micros / 1e6
+
+
+def wait_for_window_fraction(raw: redis.Redis, period: float, low: float, high: float) -> float:
+    """Sleep until the server's clock is between ``low`` and ``high`` of a ``period``-long window; returns the time."""
+    while True:
+        now = server_seconds(raw)
+        fraction = (now % period) / period
+        if low <= fraction < high:
+            return now
+        time.sleep(min(0.05, ((low - fraction) % 1.0) * period))
+
+
+def command_calls(raw: redis.Redis, command: str) -> int:
+    stats: dict[str, Any] = raw.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def embedded(url: str) -> bool:
+    """The session's own embedded server: only this test process uses it, so INFO counts are exact."""
+    return url.startswith("unix://")
+
+
+# -- policy, without a server ---------------------------------------------------------------------------------------
+def test_limit_normalises_and_names_itself() -> None:
+    assert Limit(10, timedelta(minutes=1)) == Limit(10, 60) == Limit(10, 60.0, burst=10)
+    assert Limit(10, 60).period == 60.0 and Limit(10, 60).burst == 10
+    assert Limit(10, 60, "fixed_window").burst is None
+    assert Limit(100, 60).spec == "tb100p60s"
+    assert Limit(100, 60, burst=20).spec == "tb100p60sb20"
+    assert Limit(10, 1.5, "fixed_window").spec == "fw10p1500ms"
+    assert Limit(10, 0.0015, "sliding_window").spec == "sw10p1500us"
+    assert Limit(5, 60, burst=2).capacity == 2 and Limit(5, 60, "fixed_window").capacity == 5
+    assert str(Limit(100, 60, burst=20)) == "100 per 60 s (token_bucket, burst 20)"
+    assert Limit(3, 2).script_args() == [b"tb", b"3", b"2000000", b"3"]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        ((0, 60), {}, "whole number >= 1"),
+        ((True, 60), {}, "whole number >= 1"),
+        ((1.5, 60), {}, "whole number >= 1"),
+        ((10, 0), {}, "between 1 ms and 366 days"),
+        ((10, -1), {}, "between 1 ms and 366 days"),
+        ((10, float("nan")), {}, "between 1 ms and 366 days"),
+        ((10, 400 * 86400), {}, "between 1 ms and 366 days"),
+        ((10, "60"), {}, "seconds .* or a timedelta"),
+        ((10, 60), {"algorithm": "leaky"}, "unknown rate limiting algorithm"),
+        ((10, 60), {"algorithm": "fixed_window", "burst": 5}, "burst= is for algorithm='token_bucket'"),
+        ((10, 60), {"burst": 0}, "burst must be"),
+        ((2_000_000, 1), {}, "finer than the server clock"),
+    ],
+)
+def test_limit_refuses_what_it_cannot_enforce(args: tuple[Any, ...], kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        Limit(*args, **kwargs)
+
+
+def test_resolve_limits() -> None:
+    assert resolve_limits(5, 10, "fixed_window", None, None) == (Limit(5, 10, "fixed_window"),)
+    assert resolve_limits(None, None, "token_bucket", None, Limit(1, 1)) == (Limit(1, 1),)
+    with pytest.raises(ConfigurationError, match="not both"):
+        resolve_limits(5, 10, "token_bucket", None, [Limit(1, 1)])
+    with pytest.raises(ConfigurationError, match="needs limit= and period="):
+        resolve_limits(5, None, "token_bucket", None, None)
+    with pytest.raises(ConfigurationError, match="non-empty list"):
+        resolve_limits(None, None, "token_bucket", None, [])
+    with pytest.raises(ConfigurationError, match="twice"):
+        resolve_limits(None, None, "token_bucket", None, [Limit(1, 1), Limit(1, timedelta(seconds=1))])
+
+
+def test_identity_token_is_safe_and_bounded() -> None:
+    assert identity_token("ip:1.2.3.4") == "ip%3A1.2.3.4"
+    assert identity_token("a b*?[]{}") == "a%20b%2A%3F%5B%5D%7B%7D"
+    assert identity_token("a%3Ab") != identity_token("a:b")
+    assert identity_token("") == ""
+    long = identity_token("é" * 1000)
+    assert len(long) <= 64 * 6 + 41 and long == identity_token("é" * 1000) and "/" in long
+    assert long != identity_token("é" * 999 + "e")
+    assert "/" not in identity_token("a/b" * 50) and identity_token("x" * 256) == "x" * 256
+    assert identity_token("\udcff") == "%ED%B3%BF"  # a lone surrogate (surrogateescape'd bytes) is no crash
+    with pytest.raises(InvalidKeyError, match="must be a str"):
+        identity_token(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cost", [0, -1, True, 1.5, "2"])
+def test_hit_args_refuse_bad_costs(cost: Any) -> None:
+    with pytest.raises(ConfigurationError, match="cost must be a whole number"):
+        hit_args(cost, 10, [])
+
+
+def test_hit_args() -> None:
+    assert hit_args(3, 10, [b"x"]) == [3, b"x"]
+    with pytest.raises(ConfigurationError, match="can never be allowed"):
+        hit_args(11, 10, [])
+
+
+def test_decide_reads_the_reply() -> None:
+    limits = (Limit(10, 1), Limit(100, 60, "fixed_window"))
+    allowed = decide(b"2 7 0 1500000", limits)
+    assert allowed == Decision(True, 100, 7, 0.0, 1.5, limits[1])
+    refused = decide(b"-1 0 250000 1000000", limits)
+    assert refused == Decision(False, 10, 0, 0.25, 1.0, limits[0])
+    assert isinstance(refused, Decision) and not refused.degraded
+    with pytest.raises(AttributeError):
+        refused.allowed = True  # type: ignore[misc]
+
+
+def test_degraded_decisions() -> None:
+    limits = (Limit(10, 1), Limit(100, 60))
+    assert degraded(limits, True, 3, 1.0) == Decision(True, 10, 7, 0.0, 0.0, limits[0], degraded=True)
+    assert degraded(limits, False, 3, 1.0) == Decision(False, 10, 0, 1.0, 1.0, limits[0], degraded=True)
+
+
+def test_rate_limiter_arguments() -> None:
+    cache = Cache("redis://127.0.0.1:1/0", namespace="rlargs")  # never connects
+    try:
+        limiter = RateLimiter(cache, 100, timedelta(minutes=1))
+        assert limiter.limits == (Limit(100, 60),) and limiter.name == "default" and limiter.on_error == "allow"
+        assert limiter.keys("ip:1") == ["rlargs:_cw:rl:default:tb100p60s:ip%3A1"]
+        both = RateLimiter(cache, limits=[Limit(10, 1), Limit(1000, 3600, algorithm="fixed_window")], name="api")
+        assert both.keys("u") == ["rlargs:_cw:rl:api:tb10p1s:u", "rlargs:_cw:rl:api:fw1000p3600s:u"]
+        assert "10 per 1 s" in repr(both)
+        with pytest.raises(ConfigurationError, match="name"):
+            RateLimiter(cache, 1, 1, name="a:b")
+        with pytest.raises(ConfigurationError, match="on_error"):
+            RateLimiter(cache, 1, 1, on_error="open")
+        with pytest.raises(ConfigurationError, match=r"takes a cachewise\.Cache"):
+            RateLimiter(object(), 1, 1)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="can never be allowed"):
+            both.hit("u", cost=11)
+        with pytest.raises(InvalidKeyError, match="must be a str"):
+            both.hit(["u"])  # type: ignore[arg-type]
+        with pytest.raises(InvalidKeyError, match="must be a str"):
+            both.hit(7)  # type: ignore[arg-type]
+    finally:
+        cache.close()
+
+
+# -- one process, each server ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_counts_then_refuses(cache: Cache, raw: redis.Redis, algorithm: str) -> None:
+    limiter = RateLimiter(cache, 5, 10, algorithm=algorithm)
+    if algorithm != "token_bucket":  # not across a window edge (the window counts would restart)
+        wait_for_window_fraction(raw, 10, 0.0, 0.8)
+    decisions = [limiter.hit("ip:1") for _ in range(5)]
+    assert [d.allowed for d in decisions] == [True] * 5
+    assert [d.remaining for d in decisions] == [4, 3, 2, 1, 0]
+    assert all(d.retry_after == 0 and d.limit == 5 and d.policy == limiter.limits[0] for d in decisions)
+    refused = limiter.hit("ip:1")
+    assert not refused.allowed and refused.remaining == 0 and not refused.degraded
+    left = 10 - server_seconds(raw) % 10  # to the end of the (epoch-aligned) window
+    if algorithm == "fixed_window":
+        assert refused.retry_after == refused.reset_after == pytest.approx(left, abs=0.05)
+    elif algorithm == "sliding_window":
+        # the next window counts this one's 5 at weight (1 - f): one more fits once 5 (1 - f) <= 4, f >= 0.2
+        assert refused.retry_after == pytest.approx(left + 2, abs=0.05)
+        assert refused.reset_after == pytest.approx(left + 10, abs=0.05)
+    else:
+        assert refused.retry_after == pytest.approx(2, abs=0.05)  # one every 10/5 s
+        assert refused.reset_after == pytest.approx(10, abs=0.05)
+    assert limiter.hit("ip:2").allowed, "another identity has its own count"
+
+
+def test_the_clients_clock_plays_no_part(cache: Cache, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows and buckets run on the server's TIME: a client whose clock is wildly off decides the same."""
+    fixed = RateLimiter(cache, 5, 10, algorithm="fixed_window")
+    bucket = RateLimiter(cache, 5, 10)
+    wait_for_window_fraction(raw, 10, 0.0, 0.8)
+    monkeypatch.setattr(time, "time", lambda: 0.0)  # 1970
+    decisions = [fixed.hit("u"), bucket.hit("u")]
+    monkeypatch.undo()
+    assert decisions[0].reset_after == pytest.approx(10 - server_seconds(raw) % 10, abs=0.05)
+    assert decisions[1].reset_after == pytest.approx(2, abs=0.01)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_retry_after_is_when_it_passes(cache: Cache, raw: redis.Redis, algorithm: str) -> None:
+    limiter = RateLimiter(cache, 2, 0.4, algorithm=algorithm, burst=1 if algorithm == "token_bucket" else None)
+    if algorithm != "token_bucket":
+        wait_for_window_fraction(raw, 0.4, 0.1, 0.5)
+    while limiter.hit("u").allowed:
+        pass
+    refused = limiter.hit("u")
+    assert not refused.allowed and 0 < refused.retry_after <= 0.8
+    again = limiter.peek("u")
+    assert not again.allowed and refused.retry_after - 0.05 < again.retry_after <= refused.retry_after
+    time.sleep(again.retry_after + 0.01)
+    assert limiter.hit("u").allowed
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_cost(cache: Cache, raw: redis.Redis, algorithm: str) -> None:
+    limiter = RateLimiter(cache, 5, 30, algorithm=algorithm)
+    if algorithm != "token_bucket":
+        wait_for_window_fraction(raw, 30, 0.0, 0.98)
+    assert limiter.hit("u", cost=3).remaining == 2
+    refused = limiter.hit("u", cost=3)
+    assert not refused.allowed and refused.remaining == 2, "a refused hit consumes nothing"
+    assert limiter.hit("u", cost=2).remaining == 0
+    with pytest.raises(ConfigurationError, match="can never be allowed"):
+        limiter.hit("u", cost=6)
+    with pytest.raises(ConfigurationError, match="cost must be"):
+        limiter.hit("u", cost=0)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_peek_counts_nothing(cache: Cache, raw: redis.Redis, algorithm: str) -> None:
+    limiter = RateLimiter(cache, 3, 30, algorithm=algorithm)
+    if algorithm != "token_bucket":
+        wait_for_window_fraction(raw, 30, 0.0, 0.98)
+    fresh = limiter.peek("u")
+    assert fresh.allowed and fresh.remaining == 3 and fresh.reset_after == 0
+    assert list(raw.scan_iter(match=cache.keyspace.internal + "rl:*")) == [], "a peek writes nothing"
+    for _ in range(10):
+        assert limiter.peek("u").remaining == 3
+    assert limiter.hit("u").remaining == 2
+    assert limiter.peek("u").remaining == 2
+    limiter.hit("u", cost=2)
+    exhausted = limiter.peek("u")
+    assert not exhausted.allowed and exhausted.remaining == 0 and exhausted.retry_after > 0
+
+
+def test_several_limits_in_one_round_trip_all_or_nothing(cache: Cache, raw: redis.Redis, server_url: str) -> None:
+    wait_for_window_fraction(raw, 60, 0.0, 0.99)
+    per_second = Limit(100, 60)
+    strict = Limit(3, 60, "fixed_window")
+    sliding = Limit(4, 60, "sliding_window")
+    limiter = RateLimiter(cache, limits=[per_second, strict, sliding], name="multi")
+    alone = {lim: RateLimiter(cache, limits=[lim], name="multi") for lim in (per_second, strict, sliding)}  # same keys
+    before = command_calls(raw, "evalsha")
+    decisions = [limiter.hit("u") for _ in range(3)]
+    if embedded(server_url):
+        assert command_calls(raw, "evalsha") - before == 3, "one script call per hit, whatever the limits"
+    assert all(d.allowed for d in decisions)
+    assert [(d.policy, d.remaining) for d in decisions] == [(strict, 2), (strict, 1), (strict, 0)]
+    for _ in range(5):
+        refused = limiter.hit("u")
+        assert not refused.allowed and refused.policy == strict and refused.limit == 3
+    # refused by the fixed window, so nothing was taken from the others
+    assert alone[per_second].peek("u").remaining == 97
+    assert alone[sliding].peek("u").remaining == 1
+    # the other way round: the sliding window refuses after its 4th, the fixed window is untouched by it
+    other = RateLimiter(cache, limits=[sliding, Limit(10, 60, "fixed_window")], name="multi2")
+    assert [other.hit("v").allowed for _ in range(6)] == [True] * 4 + [False] * 2
+    assert other.hit("v").policy == sliding
+    assert RateLimiter(cache, limits=[Limit(10, 60, "fixed_window")], name="multi2").peek("v").remaining == 6
+
+
+def test_refused_by_two_limits_reports_the_later(cache: Cache, raw: redis.Redis) -> None:
+    wait_for_window_fraction(raw, 1, 0.0, 0.8)
+    quick, slow = Limit(1, 1, "fixed_window"), Limit(1, 3600)
+    limiter = RateLimiter(cache, limits=[quick, slow])
+    assert limiter.hit("u").allowed
+    refused = limiter.hit("u")
+    assert refused.policy == slow and refused.retry_after > 3000
+
+
+def test_reset_deletes_by_name_without_keys_or_scan(cache: Cache, raw: redis.Redis, server_url: str) -> None:
+    limiter = RateLimiter(cache, limits=[Limit(2, 60), Limit(2, 60, "fixed_window"), Limit(2, 60, "sliding_window")])
+    other = RateLimiter(cache, 2, 60, name="other")
+    for _ in range(3):
+        limiter.hit("ip:1")
+        other.hit("ip:1")
+    assert not limiter.peek("ip:1").allowed
+    calls = {c: command_calls(raw, c) for c in ("keys", "scan", "del")}
+    limiter.reset("ip:1")
+    if embedded(server_url):
+        assert command_calls(raw, "keys") == calls["keys"] and command_calls(raw, "scan") == calls["scan"]
+        assert command_calls(raw, "del") == calls["del"] + 1
+    assert all(raw.exists(k) == 0 for k in limiter.keys("ip:1"))
+    assert limiter.hit("ip:1").remaining == 1
+    assert not other.peek("ip:1").allowed, "another limiter's count of the same identity is kept"
+    limiter.reset("never-seen")  # nothing to delete is fine
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_every_key_has_a_ttl_and_a_known_name(cache: Cache, raw: redis.Redis, algorithm: str) -> None:
+    limiter = RateLimiter(cache, 10, 30, algorithm=algorithm, name="api")
+    wait_for_window_fraction(raw, 30, 0.0, 0.98)
+    identity = "user:7 / é"
+    for _ in range(12):
+        limiter.hit(identity)
+    keys = list(raw.scan_iter(match=cache.keyspace.internal + "rl:*"))
+    code = {"fixed_window": "fw", "sliding_window": "sw", "token_bucket": "tb"}[algorithm]
+    assert [k.decode() for k in keys] == [f"{cache.namespace}:_cw:rl:api:{code}10p30s:user%3A7%20%2F%20%C3%A9"]
+    ttl = raw.pttl(keys[0]) / 1000
+    longest = {"fixed_window": 30, "sliding_window": 60, "token_bucket": 30}[algorithm]  # sliding: 2 windows
+    assert 0 < ttl <= longest
+
+
+async def test_scripts_flushed_by_the_server_are_loaded_again(cache: Cache, raw: redis.Redis, server_url: str) -> None:
+    if not embedded(server_url):
+        pytest.skip("SCRIPT FLUSH only on the session's own server (the system Redis is shared)")
+    limiter = RateLimiter(cache, 3, 30)
+    assert limiter.hit("u").remaining == 2
+    raw.script_flush()
+    assert limiter.hit("u").remaining == 1
+    raw.script_flush()
+    assert (await limiter.ahit("u")).remaining == 0
+    raw.script_flush()
+    assert not limiter.peek("u").allowed
+    assert cache.stats().total.errors == 0
+
+
+def test_identities_never_collide(cache: Cache) -> None:
+    limiter = RateLimiter(cache, 1, 30)
+    for identity in ("a:b", "a%3Ab", "a b", "a+b", "", "a:b:"):
+        assert limiter.hit(identity).allowed, identity
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("junk", ["hash", b"garbage", b"nan", b"9e99", b"-5", b"12 x", b"99999999999999 99999"])
+def test_state_it_cannot_read_is_replaced(cache: Cache, raw: redis.Redis, algorithm: str, junk: Any) -> None:
+    limiter = RateLimiter(cache, 3, 30, algorithm=algorithm)
+    key = limiter.keys("u")[0]
+    if junk == "hash":
+        raw.hset(key, "f", "v")
+    else:
+        raw.set(key, junk)  # no TTL: the hit must give it one
+    decision = limiter.hit("u")
+    assert decision.allowed and not decision.degraded
+    assert raw.type(key) == b"string" and raw.pttl(key) > 0
+
+
+async def test_async_twins(cache: Cache, raw: redis.Redis) -> None:
+    wait_for_window_fraction(raw, 30, 0.0, 0.98)
+    limiter = RateLimiter(cache, limits=[Limit(3, 30), Limit(5, 30, "fixed_window"), Limit(4, 30, "sliding_window")])
+    assert (await limiter.apeek("u")).remaining == 3
+    decisions = [await limiter.ahit("u") for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.remaining for d in decisions] == [2, 1, 0, 0]
+    assert (await limiter.ahit("w", cost=2)).remaining == 1
+    await limiter.areset("u")
+    assert (await limiter.apeek("u")).remaining == 3
+    assert limiter.peek("u") == await limiter.apeek("u")
+    results = await asyncio.gather(*(limiter.ahit("many") for _ in range(20)))
+    assert sum(d.allowed for d in results) == 3
+    assert sorted(d.remaining for d in results if d.allowed) == [0, 1, 2]
+
+
+# -- the sliding window's bound is tight, and holds -----------------------------------------------------------------
+def test_sliding_window_worst_case_is_the_documented_bound(cache: Cache, raw: redis.Redis) -> None:
+    """The adversary of the weighted two-window counter: the whole limit at the end of one window, then steady
+    traffic.  The span of one period ending a fraction f into the next window then holds limit × (1 + f) allowed
+    hits: the documented worst case, reached and never exceeded."""
+    limit, period = 50, 0.5
+    limiter = RateLimiter(cache, limit, period, algorithm="sliding_window")
+    wait_for_window_fraction(raw, period, 0.75, 0.8)
+    hits: list[tuple[float, float]] = []  # (sent, answered) of each allowed hit
+    burst_window = math.floor(server_seconds(raw) / period)
+    for _ in range(limit):
+        sent = time.time()
+        assert limiter.hit("u").allowed
+        hits.append((sent, time.time()))
+    assert math.floor(server_seconds(raw) / period) == burst_window, "the burst must fit in the window's end"
+    end = (burst_window + 1.5) * period  # half-way through the next window
+    while time.time() < end:
+        sent = time.time()
+        if limiter.hit("u").allowed:
+            hits.append((sent, time.time()))
+    in_span = [(s, a) for s, a in hits if s >= end - period]
+    latest = max(a for _, a in in_span)  # the server decided each hit no later than this
+    bound = math.floor(limit * (1 + (latest % period) / period))
+    assert len(in_span) <= bound
+    assert len(in_span) >= limit * 1.5 - 2, f"{len(in_span)} in the span: the bound ({bound}) should be reached"
+    assert max(Counter(math.floor(s / period) for s, _ in hits).values()) <= limit
+
+
+# -- 4 processes, one identity --------------------------------------------------------------------------------------
+LIMIT, PERIOD, DURATION = 100, 2.0, 6.0
+INTERVAL = PERIOD / LIMIT  # the token bucket's refill
+
+
+def _hammer(url: str, namespace: str, use_async: bool, ready: Any, go: Any, out: Any) -> None:
+    """One worker (spawned): every algorithm in turn on one identity until the deadline; reports each allowed hit as
+    (algorithm, sent, answered, remaining, reset_after), and the refused counts."""
+    cache = Cache(url, namespace=namespace, timeout=5.0)
+    limiters = {a: RateLimiter(cache, LIMIT, PERIOD, algorithm=a, name="hammer") for a in ALGORITHMS}
+    allowed: list[tuple[str, float, float, int, float]] = []
+    refused: Counter[str] = Counter()
+    problems: list[str] = []
+
+    def record(algorithm: str, sent: float, decision: Decision) -> None:
+        if decision.degraded:
+            problems.append(repr(decision))
+        elif decision.allowed:
+            allowed.append((algorithm, sent, time.time(), decision.remaining, decision.reset_after))
+        else:
+            refused[algorithm] += 1
+
+    async def run_async() -> None:
+        for limiter in limiters.values():
+            await limiter.apeek("warm-up")
+        ready.put(os.getpid())
+        start_at = go.get(timeout=60)
+        while time.time() < start_at:
+            await asyncio.sleep(0.0005)
+        while time.time() < start_at + DURATION:
+            for algorithm, limiter in limiters.items():
+                sent = time.time()
+                record(algorithm, sent, await limiter.ahit("one"))
+        await cache.aclose()
+
+    if use_async:
+        asyncio.run(run_async())
+    else:
+        for limiter in limiters.values():
+            limiter.peek("warm-up")
+        ready.put(os.getpid())
+        start_at = go.get(timeout=60)
+        while time.time() < start_at:
+            time.sleep(0.0005)
+        while time.time() < start_at + DURATION:
+            for algorithm, limiter in limiters.items():
+                sent = time.time()
+                record(algorithm, sent, limiter.hit("one"))
+        cache.close()
+    out.put((allowed, dict(refused), problems))
+
+
+def _run_hammer(url: str, namespace: str) -> tuple[list[tuple[str, float, float, int, float]], float, float]:
+    ctx = multiprocessing.get_context("spawn")
+    ready, go, out = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_hammer, args=(url, namespace, i % 2 == 1, ready, go, out), daemon=True) for i in range(4)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        for _ in procs:
+            ready.get(timeout=60)
+        start_at = time.time() + 0.2
+        for _ in procs:
+            go.put(start_at)
+        results = [out.get(timeout=60) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    records = [r for allowed, _, _ in results for r in allowed]
+    problems = [p for _, _, problems in results for p in problems]
+    assert not problems, problems[:3]
+    assert all(sum(refused.values()) > 1000 for _, refused, _ in results), "every worker must keep hammering"
+    return records, start_at, start_at + DURATION
+
+
+@pytest.mark.slow
+def test_four_processes_get_exactly_the_limit(server_url: str, unique_namespace: str, raw: redis.Redis) -> None:
+    records, start, end = _run_hammer(server_url, unique_namespace)
+    by = {a: [r for r in records if r[0] == a] for a in ALGORITHMS}
+    # windows (aligned on multiples of the period since the epoch) that the hammering covered entirely
+    full = [
+        w
+        for w in range(math.floor(start / PERIOD), math.floor(end / PERIOD) + 1)
+        if w * PERIOD >= start + 0.01 and (w + 1) * PERIOD <= end - 0.01
+    ]
+    assert len(full) >= 2
+
+    # fixed window: which window the server counted a hit in is where its reset_after points (the window's end)
+    fixed = by["fixed_window"]
+    windows: dict[int, list[int]] = {}
+    for _, sent, _, remaining, reset_after in fixed:
+        windows.setdefault(round((sent + reset_after) / PERIOD) - 1, []).append(remaining)
+    for remainders in windows.values():
+        assert len(remainders) <= LIMIT
+        assert sorted(remainders) == list(range(LIMIT - len(remainders), LIMIT)), "each count given out once"
+    assert [len(windows.get(w, [])) for w in full] == [LIMIT] * len(full), "exactly the limit in every window"
+
+    # token bucket: the burst, then exactly one per interval; the server's clock lies between sent and answered
+    bucket = by["token_bucket"]
+    first_sent, first_answered = min(r[1] for r in bucket), min(r[2] for r in bucket)
+    last_sent, last_answered = max(r[1] for r in bucket), max(r[2] for r in bucket)
+    low = LIMIT + math.floor((last_sent - first_answered) / INTERVAL) - 1
+    high = LIMIT + math.floor((last_answered - first_sent) / INTERVAL)
+    assert low <= len(bucket) <= high
+    assert high - low <= 3, "the clocks must pin the expected count down"
+    burst = [r[3] for r in bucket if r[2] < first_sent + INTERVAL]  # surely before the first refill
+    assert len(burst) <= LIMIT and len(set(burst)) == len(burst), "no two hits of the burst saw the same count"
+    # after the burst, the rate is the limit: one per interval
+    steady = [r for r in bucket if r[1] >= first_answered + PERIOD]
+    span = last_answered - (first_answered + PERIOD)
+    assert abs(len(steady) - span / INTERVAL) <= 3
+
+    # sliding window: hits surely inside a window (sent and answered in it) never exceed the limit; every span of
+    # one period holds at most limit × (1 + f); and the long-run rate is the limit
+    sliding = by["sliding_window"]
+    surely = Counter(
+        math.floor(s / PERIOD) for _, s, a, _, _ in sliding if math.floor(s / PERIOD) == math.floor(a / PERIOD)
+    )
+    assert max(surely.values()) <= LIMIT
+    for w in full:  # under saturation each window ends within a hit or two of the limit
+        possibly = sum(1 for _, s, a, _, _ in sliding if s < (w + 1) * PERIOD and a >= w * PERIOD)
+        assert possibly >= LIMIT - 3, (w, possibly)
+    for _, s, _, _, _ in sliding:
+        inside = sum(1 for _, s2, a2, _, _ in sliding if s2 >= s - PERIOD and a2 <= s)
+        assert inside <= LIMIT * (1 + (s % PERIOD) / PERIOD)
+    touched = math.floor(end / PERIOD) - math.floor(start / PERIOD) + 1
+    assert LIMIT * len(full) <= len(sliding) + 5 * len(full) and len(sliding) <= LIMIT * touched
+
+    # afterwards every limiter key has a TTL
+    keys = {k.decode() for k in raw.scan_iter(match=f"{unique_namespace}:_cw:rl:*", count=1000)}
+    expected = {f"{unique_namespace}:_cw:rl:hammer:{code}100p2s:one" for code in ("fw", "sw", "tb")}
+    # the warm-up peeks wrote nothing; the fixed window's key may already be gone with its window
+    assert keys <= expected and {k for k in expected if ":sw" in k or ":tb" in k} <= keys
+    assert all(raw.pttl(k) != -1 for k in keys), "a key without a TTL"
+
+
+# -- crashes between calls ------------------------------------------------------------------------------------------
+NAIVE = """
+import os, signal, sys, redis
+r = redis.Redis.from_url(sys.argv[1])
+if r.incr(sys.argv[2]) == 1:          # the seed: INCR, then EXPIRE when the count is 1...
+    os.kill(os.getpid(), signal.SIGKILL)   # ...and the process dies in between
+    r.expire(sys.argv[2], 60)
+"""
+
+OURS = """
+import itertools, sys
+from cachewise import Cache
+from cachewise.ratelimit import Limit, RateLimiter
+cache = Cache(sys.argv[1], namespace=sys.argv[2], timeout=5.0)
+limits = [Limit(5, 30), Limit(10, 86400, "fixed_window"), Limit(20, 86400, "sliding_window")]
+limiter = RateLimiter(cache, limits=limits)
+for i in itertools.count():
+    limiter.hit(f"ip-{i % 50}", cost=1 + i % 3)
+    if i == 200:
+        print("running", flush=True)
+"""
+
+
+def test_the_seeds_limiter_killed_between_its_commands_leaves_a_key_forever(raw: redis.Redis, server_url: str) -> None:
+    key = f"naive-{uuid.uuid4().hex}:ip:1.2.3.4"
+    try:
+        proc = subprocess.run([sys.executable, "-c", NAIVE, server_url, key], timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+        assert raw.get(key) == b"1" and raw.pttl(key) == -1, "the count lives forever: that IP is blocked for good"
+    finally:
+        raw.delete(key)
+
+
+def test_ours_killed_at_any_instant_never_leaves_a_key_without_ttl(
+    raw: redis.Redis, server_url: str, unique_namespace: str
+) -> None:
+    rng = random.Random(5)
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", OURS, server_url, unique_namespace], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "running"
+            time.sleep(rng.uniform(0.01, 0.2))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+    keys = list(raw.scan_iter(match=f"{unique_namespace}:*", count=1000))
+    assert len(keys) == 3 * 50, "one key per limit per identity (daily windows: none ended meanwhile)"
+    assert all(raw.pttl(k) != -1 for k in keys), "a key without a TTL"
+
+
+# -- the server goes away -------------------------------------------------------------------------------------------
+def _binaries() -> list[Any]:
+    redis_server = shutil.which("redis-server")
+    return [
+        pytest.param(None, id="valkey"),
+        pytest.param(
+            redis_server, id="redis", marks=pytest.mark.skipif(redis_server is None, reason="no redis-server on PATH")
+        ),
+    ]
+
+
+@pytest.fixture(params=_binaries())
+def server_dir(request: pytest.FixtureRequest) -> Iterator[tuple[str, str | None]]:
+    """A directory for a server this test starts and stops (short: unix socket paths are limited)."""
+    directory = f"/tmp/cw-rl-{uuid.uuid4().hex[:8]}"
+    yield directory, request.param
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+BREAKER_RESET = 0.5
+
+
+def _limiters(url: str) -> tuple[Cache, RateLimiter, RateLimiter]:
+    cache = Cache(url, namespace="rlfo", timeout=0.2, connect_timeout=0.2, breaker_reset=BREAKER_RESET)
+    return (
+        cache,
+        RateLimiter(cache, limits=[Limit(2, 60), Limit(5, 60, "fixed_window")], name="open"),
+        RateLimiter(cache, 2, 60, name="closed", on_error="deny"),
+    )
+
+
+def test_server_down_fails_open_or_closed_as_configured(server_dir: tuple[str, str | None]) -> None:
+    directory, binary = server_dir
+    server = EmbeddedServer(directory, binary=binary).start()
+    cache, fail_open, fail_closed = _limiters(server.url)
+    try:
+        assert fail_open.hit("u").allowed and fail_closed.hit("u").allowed
+        server.stop()
+        calls = 0
+        for _ in range(10):
+            opened, closed = fail_open.hit("u"), fail_closed.hit("u")
+            calls += 2
+            assert opened.allowed and opened.degraded and opened.policy == fail_open.limits[0]
+            assert opened.remaining == 1 and opened.retry_after == 0
+            assert not closed.allowed and closed.degraded and closed.retry_after == BREAKER_RESET
+        assert fail_open.peek("u").degraded
+        calls += 1
+        with pytest.raises(InvalidationError, match="retry"):
+            fail_open.reset("u")
+        calls += 1
+        stats = cache.stats()
+        assert stats.total.errors == 5 and stats.total.errors + stats.total.skipped == calls, stats.total
+        assert stats.breaker == "open"
+        # back: a new server (empty, no scripts loaded) on the same socket; the next probe reloads the script
+        server = EmbeddedServer(directory, binary=binary).start()
+        time.sleep(BREAKER_RESET + 0.05)
+        back = fail_closed.hit("u")
+        assert back.allowed and not back.degraded and back.remaining == 1
+        assert not fail_open.hit("u").degraded
+    finally:
+        cache.close()
+        server.stop()
+
+
+async def test_server_down_async(server_dir: tuple[str, str | None]) -> None:
+    directory, binary = server_dir
+    server = EmbeddedServer(directory, binary=binary).start()
+    cache, fail_open, fail_closed = _limiters(server.url)
+    try:
+        assert (await fail_open.ahit("u")).allowed and (await fail_closed.ahit("u")).allowed
+        server.stop()
+        for _ in range(10):
+            opened, closed = await fail_open.ahit("u"), await fail_closed.ahit("u")
+            assert opened.allowed and opened.degraded
+            assert not closed.allowed and closed.degraded
+        assert (await fail_closed.apeek("u")).degraded
+        with pytest.raises(InvalidationError):
+            await fail_open.areset("u")
+        assert cache.stats().total.errors == 5
+        server = EmbeddedServer(directory, binary=binary).start()
+        await asyncio.sleep(BREAKER_RESET + 0.05)
+        back = await fail_closed.ahit("u")
+        assert back.allowed and not back.degraded
+    finally:
+        await cache.aclose()
+        server.stop()
