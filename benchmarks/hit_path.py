@@ -27,14 +27,12 @@ import gc
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,6 +44,7 @@ from rich.table import Table
 
 from cachewise import Cache
 from cachewise.server.embedded import EmbeddedServer
+from common import free_port, server_version, version_of
 
 # A ~200-byte product, as a web app would cache it.
 VALUE: dict[str, Any] = {
@@ -135,20 +134,6 @@ def sync_keys_loop(fn: Callable[[str], Any], keys: list[str]) -> SyncRun:
 
 def expect(what: str, got: Any) -> str | None:
     return None if got == VALUE else f"{what} returned {got!r:.80}, not the stored value"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def version_of(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 # -- the benchmark ----------------------------------------------------------------------------------------------
@@ -706,17 +691,6 @@ def pin(server: EmbeddedServer | None, how: str) -> str:
     os.sched_setaffinity(server.process.pid, {server_cpu})
     os.sched_setaffinity(0, {client_cpu})
     return f"client on CPU {client_cpu}, server on CPU {server_cpu}"
-
-
-def server_version(url: str) -> str:
-    r = redis.Redis.from_url(url)
-    try:
-        info = r.info("server")
-        if "valkey_version" in info:
-            return f"Valkey {info['valkey_version']}"
-        return f"Redis {info.get('redis_version', '?')}"
-    finally:
-        r.close()
 
 
 async def run_all(bench: Bench) -> None:

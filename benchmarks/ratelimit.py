@@ -30,7 +30,6 @@ import math
 import multiprocessing
 import os
 import platform
-import socket
 import statistics
 import sys
 import time
@@ -38,7 +37,6 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,6 +48,7 @@ from rich.table import Table
 from cachewise import Cache
 from cachewise.ratelimit import Limit, RateLimiter
 from cachewise.server.embedded import EmbeddedServer
+from common import free_port, server_version, version_of
 
 TARGET = 1.10
 IDENTITIES = 1000
@@ -131,20 +130,6 @@ def async_loop(fn: Callable[[str], Awaitable[Any]], names: list[str]) -> Callabl
         return elapsed
 
     return run
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def version_of(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def limits_strategy(url: str, prefix: str, kind: str) -> Any:
@@ -562,17 +547,6 @@ def pin(server: EmbeddedServer | None, how: str) -> str:
     os.sched_setaffinity(server.process.pid, {server_cpu})
     os.sched_setaffinity(0, {client_cpu})
     return f"client on CPU {client_cpu}, server on CPU {server_cpu} (worker processes of part 2: unpinned)"
-
-
-def server_version(url: str) -> str:
-    r = redis.Redis.from_url(url)
-    try:
-        info = r.info("server")
-        if "valkey_version" in info:
-            return f"Valkey {info['valkey_version']}"
-        return f"Redis {info.get('redis_version', '?')}"
-    finally:
-        r.close()
 
 
 def cleanup(url: str, prefix: str) -> int:

@@ -53,7 +53,6 @@ import math
 import multiprocessing as mp
 import os
 import platform
-import socket
 import statistics
 import sys
 import threading
@@ -62,11 +61,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Generator
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.connection import wait as wait_pipes
 from typing import Any
 from urllib.parse import urlsplit
+
+from common import free_port, version_of
 
 ORIGIN_SECONDS = 0.050
 TTL = 300  # seconds: nothing expires during a run
@@ -1021,20 +1021,6 @@ def print_trace(traces: dict[str, dict[str, dict[str, float]]]) -> None:
 
 
 # -- main ---------------------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def version_of(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def cleanup_keys(url: str, prefix: str) -> int:
     """Delete every key this run wrote (on a server we did not start)."""
     import redis
