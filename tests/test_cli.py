@@ -72,6 +72,11 @@ def test_run_demo_measures_every_story(
     assert limited.naive_key_ttl_ms == -1 and limited.limiter_keys_without_ttl == 0
     assert result.sessions.id_chars >= 22 and result.sessions.renewed
     assert result.sessions.old_id_dead_after_rotate and result.sessions.destroyed_everywhere == 2
+    # 10-11. feature store and dashboard
+    assert result.features.entities == QUICK.users or result.features.entities > 0
+    assert result.features.get_p99_ms < 50 and result.features.freshness_s is not None
+    board = result.dashboard
+    assert board.naive_executions == board.viewers == 50 and board.cached_executions == 1
     assert down.skipped > 0 and down.breaker == "open" and back.breaker == "closed"
     # 3. TTL: a hit before expiry, the loader again after; every TTL is where it should be
     ttl = result.ttl
@@ -201,3 +206,33 @@ def test_demo_subprocess_on_the_embedded_default_leaves_no_server() -> None:
     leaked = [pid for pid in _valkey_pids() - before if socket_path in _command_line(pid)]
     assert leaked == []
     assert not Path(socket_path).parent.exists()
+
+
+def test_features_materialize_command(server_url: str, unique_namespace: str, tmp_path: Path) -> None:
+    import sqlalchemy
+
+    db = tmp_path / "shop.sqlite3"
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("CREATE TABLE purchases (user_id INTEGER, amount REAL)"))
+        conn.execute(
+            sqlalchemy.text("INSERT INTO purchases VALUES (:u, :a)"),
+            [{"u": u, "a": float(a)} for u in range(1, 51) for a in (10, 20)],
+        )
+    engine.dispose()
+    query = tmp_path / "features.sql"
+    query.write_text("SELECT user_id, avg(amount) AS avg_ticket, count(*) AS purchases FROM purchases GROUP BY user_id")
+    args = ["features", "materialize", "--database", f"sqlite:///{db}", "--sql", str(query), "--entity", "user_id"]
+    args += ["--ttl", "2h", "--url", server_url, "--namespace", unique_namespace]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "materialised 50 user entities" in result.output
+    client = redis.Redis.from_url(server_url)
+    try:
+        stored = client.hgetall(f"{unique_namespace}:features:user:7")
+        assert stored[b"avg_ticket"] == b"15.0" and stored[b"purchases"] == b"2"
+        assert 7100 < client.ttl(f"{unique_namespace}:features:user:7") <= 7200
+    finally:
+        client.close()
+    bad = CliRunner().invoke(app, [*args[:-4], "--ttl", "soon", "--url", server_url])
+    assert bad.exit_code != 0 and "not a duration" in bad.output

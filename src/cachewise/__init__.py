@@ -19,6 +19,8 @@ from .errors import (
     ServerNotFoundError,
     TTLRequiredError,
 )
+from .features import FeatureStore, MaterializeSummary
+from .query import QueryCache
 from .ratelimit import Decision, Limit, RateLimiter
 from .serializers import JsonSerializer, MsgpackSerializer, Serializer
 from .server.embedded import EmbeddedServer
@@ -42,14 +44,17 @@ __all__ = [
     "Decision",
     "EmbeddedServer",
     "EmbeddedServerError",
+    "FeatureStore",
     "InvalidKeyError",
     "InvalidTTLError",
     "InvalidationError",
     "JsonSerializer",
     "KeyTemplateError",
     "Limit",
+    "MaterializeSummary",
     "MsgpackSerializer",
     "Protection",
+    "QueryCache",
     "RateLimiter",
     "SerializationError",
     "Serializer",

@@ -356,15 +356,17 @@ class Cache:
         single_flight: bool | None = None,
         early_refresh: float | None = None,
         stale_ttl: float | None = None,
+        lease_ttl: float | None = None,
     ) -> T:
         """Cache-aside: the cached value on a hit; on a miss, ``loader()``'s value, stored and returned.
 
         Concurrent misses of ``key`` (threads, processes, machines) run ``loader`` once; the others wait for its
-        value.  ``single_flight``, ``early_refresh`` (XFetch β, 0 = off) and ``stale_ttl`` (seconds to serve a
-        stale value while one caller reloads) override the cache's :class:`Protection` for this call.
+        value.  ``single_flight``, ``early_refresh`` (XFetch β, 0 = off), ``stale_ttl`` (seconds to serve a stale
+        value while one caller reloads) and ``lease_ttl`` (seconds a loader may take before another caller takes
+        over; set it above your slowest load) override the cache's :class:`Protection` for this call.
         """
         protection = self._protection(None, {"single_flight": single_flight, "early_refresh": early_refresh,
-                                             "stale_ttl": stale_ttl})  # fmt: skip
+                                             "stale_ttl": stale_ttl, "lease_ttl": lease_ttl})  # fmt: skip
         return self._get_or_load(key, loader, ttl, _tokens(tags), jitter, None, None, protection)
 
     def _get_or_load(
@@ -538,6 +540,7 @@ class Cache:
         single_flight: bool | None = None,
         early_refresh: float | None = None,
         stale_ttl: float | None = None,
+        lease_ttl: float | None = None,
     ) -> T: ...
     @overload
     async def aget_or_set(
@@ -551,6 +554,7 @@ class Cache:
         single_flight: bool | None = None,
         early_refresh: float | None = None,
         stale_ttl: float | None = None,
+        lease_ttl: float | None = None,
     ) -> T: ...
     async def aget_or_set(
         self,
@@ -563,11 +567,12 @@ class Cache:
         single_flight: bool | None = None,
         early_refresh: float | None = None,
         stale_ttl: float | None = None,
+        lease_ttl: float | None = None,
     ) -> T:
         """Async :meth:`get_or_set`; ``loader`` may be a plain or an async callable.  A stale or early refresh runs
         in the background: the caller gets the current value at once."""
         protection = self._protection(None, {"single_flight": single_flight, "early_refresh": early_refresh,
-                                             "stale_ttl": stale_ttl})  # fmt: skip
+                                             "stale_ttl": stale_ttl, "lease_ttl": lease_ttl})  # fmt: skip
         return await self._aget_or_load(key, loader, ttl, _tokens(tags), jitter, None, None, protection)
 
     async def _aget_or_load(
@@ -622,6 +627,7 @@ class Cache:
         single_flight: bool | None = None,
         early_refresh: float | None = None,
         stale_ttl: float | None = None,
+        lease_ttl: float | None = None,
         protection: Protection | None = None,
     ) -> CachedDecorator:
         """Decorate a ``def`` or ``async def`` (function or method) with cache-aside.
@@ -633,9 +639,13 @@ class Cache:
         """
         from .decorator import CachedDecorator
 
-        chosen = self._protection(
-            protection, {"single_flight": single_flight, "early_refresh": early_refresh, "stale_ttl": stale_ttl}
-        )
+        overrides = {
+            "single_flight": single_flight,
+            "early_refresh": early_refresh,
+            "stale_ttl": stale_ttl,
+            "lease_ttl": lease_ttl,
+        }
+        chosen = self._protection(protection, overrides)
         return CachedDecorator(self, ttl=ttl, key=key, tags=tuple(tags), jitter=jitter, protection=chosen)
 
     def stats(self) -> CacheStats:

@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
 from . import __version__
+from .cache import Cache
 from .demo import DemoError, DemoSizes, run_demo
 
 __all__ = ["app", "main"]
@@ -57,6 +59,62 @@ def demo(
     )
     if result.keys_without_ttl:
         raise typer.Exit(code=1)
+
+
+features = typer.Typer(name="features", help="The ML feature store: materialise features from SQL into the cache.")
+app.add_typer(features)
+
+
+@features.command("materialize")
+def features_materialize(
+    database: Annotated[str, typer.Option(help="SQLAlchemy database URL of the source, e.g. postgresql+psycopg://...")],
+    sql: Annotated[Path, typer.Option(help="File holding the SELECT that yields one row per entity.")],
+    entity: Annotated[str, typer.Option(help="The entity's id column, e.g. user_id (the entity is its prefix).")],
+    ttl: Annotated[str, typer.Option(help="How long features live: seconds, or with a unit: 90s, 30m, 2h, 1d.")],
+    url: Annotated[str | None, typer.Option(help="Cache server URL; default: CACHEWISE_URL, else embedded.")] = None,
+    namespace: Annotated[str, typer.Option(help="Cache namespace.")] = "cachewise",
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per pipelined batch.")] = 5000,
+) -> None:
+    """Run a SQL file against DATABASE and store one hash per entity (for cron or Airflow)."""
+    from .features import FeatureStore
+
+    try:
+        import sqlalchemy
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise typer.BadParameter("this command needs SQLAlchemy: pip install 'cachewise[data]'") from None
+    seconds = parse_duration(ttl)
+    name = entity[: -len("_id")] if entity.endswith("_id") else entity
+    console = Console()
+    engine = sqlalchemy.create_engine(database)
+    try:
+        with Cache(url, namespace=namespace) as cache, Progress(
+            TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"), TimeElapsedColumn(),
+            console=console, transient=True,
+        ) as bar:  # fmt: skip
+            task = bar.add_task(f"materialising {name} features")
+            store = FeatureStore(cache, entity=name, ttl=seconds, id_column=entity, batch_size=batch_size)
+            summary = store.materialize_sql(
+                engine, sql.read_text(encoding="utf-8"), progress=lambda done: bar.update(task, completed=done)
+            )
+    finally:
+        engine.dispose()
+    console.print(
+        f"materialised {summary.rows:,} {name} entities in {summary.seconds:.1f} s "
+        f"({summary.rows_per_second:,.0f}/s), TTL {seconds:,.0f} s"
+    )
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"7200"``, ``"90s"``, ``"30m"``, ``"2h"`` or ``"1d"``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        value = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration: use seconds or 90s, 30m, 2h, 1d") from None
+    if value <= 0:
+        raise typer.BadParameter("a TTL must be positive")
+    return value
 
 
 @app.command()

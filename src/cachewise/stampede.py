@@ -25,8 +25,10 @@ from .errors import ConfigurationError
 
 __all__ = ["DEFAULT", "LoadTimes", "Protection", "new_token", "xfetch_due"]
 
-#: Lease TTL before any load has been observed (seconds).
-INITIAL_LEASE = 2.0
+#: Lease TTL before any load has been observed (seconds): long enough for a slow first load (a multi-second
+#: dashboard query must not lose its lease and let every waiter run it too); a holder that dies on its first load
+#: is replaced after this long.  Set ``lease_ttl=`` when loads can take longer.
+INITIAL_LEASE = 10.0
 MIN_LEASE = 0.5
 MAX_LEASE = 60.0
 
@@ -41,7 +43,8 @@ class Protection:
     early_refresh: float = 1.0
     #: Seconds an entry is kept past its TTL to be served stale while one caller reloads it (0: off).
     stale_ttl: float = 0.0
-    #: Lease TTL in seconds; None: derived from the loads observed (3 × their average + 0.25 s, in [0.5, 60]).
+    #: Lease TTL in seconds; None: derived from the loads observed (3 × their average + 0.25 s, in [0.5, 60]; 10 s
+    #: before the first load).
     lease_ttl: float | None = None
     #: Longest a waiter waits for another caller's load before loading itself; None: 3 × the lease TTL.
     max_wait: float | None = None

@@ -19,6 +19,7 @@ from ..failures import SERVER_ERRORS
 from ..stats import CacheStats
 from .app import ProductPages
 from .data import DataSizes, open_database, product_ids, remove_database
+from .data_stories import DashboardResult, FeatureResult, dashboard, feature_store
 from .namespace import TTLAudit, audit_ttls
 from .outage import OutageResult, server_outage
 from .stampede import StampedeResult, cold_stampede
@@ -91,6 +92,8 @@ class DemoResult:
     outage: OutageResult
     rate_limit: RateLimitResult
     sessions: SessionResult
+    features: FeatureResult
+    dashboard: DashboardResult
     stats: CacheStats
     audit: TTLAudit
     #: Keys removed from a server that outlives the demo (0 for the private embedded server, which just stops).
@@ -198,6 +201,8 @@ def run_demo(
         outage = server_outage(console, db, ids[:10], sizes.outage_calls)
         rate_limit = rate_limiting(console, cache)
         session_story = sessions(console, cache)
+        features = feature_store(console, cache, db_path)
+        board = dashboard(console, cache, db_path)
 
         stats = cache.stats()
         show_stats(console, stats)
@@ -220,6 +225,8 @@ def run_demo(
             outage=outage,
             rate_limit=rate_limit,
             sessions=session_story,
+            features=features,
+            dashboard=board,
             stats=stats,
             audit=audit,
             keys_deleted=deleted,

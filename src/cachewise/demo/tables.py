@@ -17,8 +17,10 @@ TITLES = (
     "7. The cache server goes down",
     "8. Rate limiting: 100 requests a minute per IP",
     "9. Server-side sessions",
-    "10. Cache statistics",
-    "11. Every key has a TTL",
+    "10. A feature store for ML",
+    "11. A dashboard query, 50 viewers at once",
+    "12. Cache statistics",
+    "13. Every key has a TTL",
 )
 
 

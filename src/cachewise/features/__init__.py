@@ -1,0 +1,7 @@
+"""Feature store: entity features materialised from SQL (or any rows) into one Redis hash each, read online."""
+
+from __future__ import annotations
+
+from .store import UPDATED_AT, FeatureStore, MaterializeSummary
+
+__all__ = ["UPDATED_AT", "FeatureStore", "MaterializeSummary"]
