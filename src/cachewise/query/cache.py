@@ -179,6 +179,15 @@ class QueryCache:
         chosen = ttl if ttl is not None else self.ttl
         return await self.cache.aget_or_set(key, load, chosen, tags=self.table_tags(tags), lease_ttl=self.lease_ttl)
 
+    def _settle(self, value: Any, box: dict[str, Any], refetch: Callable[[], Any]) -> Any:
+        """The result of a read: this caller's own load when it ran one, else the cached value, or (for a result
+        too large to cache, stored as a marker) a fresh run of the query."""
+        if "value" in box:
+            return box["value"]
+        if self._oversize_marker(value):
+            return refetch()
+        return value
+
     # -- reads -----------------------------------------------------------------------------------------------------
     def rows(
         self,
@@ -193,11 +202,7 @@ class QueryCache:
         key = self.key_for(sql, params, context=context)
         box: dict[str, Any] = {}
         load = self._loader(key, lambda: self._fetch_rows(sql, params), box)
-        value = self._get_or_load(key, load, ttl, tags)
-        if "value" in box:
-            value = box["value"]
-        elif self._oversize_marker(value):
-            value = self._stored_rows(sql, params)
+        value = self._settle(self._get_or_load(key, load, ttl, tags), box, lambda: self._stored_rows(sql, params))
         rows: list[Row] = value
         return rows
 
@@ -214,11 +219,7 @@ class QueryCache:
         key = self.key_for(sql, params, context=context) + ":df"
         box: dict[str, Any] = {}
         load = self._loader(key, lambda: self._encoded_frame(sql, params), box)
-        value = self._get_or_load(key, load, ttl, tags)
-        if "value" in box:
-            value = box["value"]
-        elif self._oversize_marker(value):
-            value = self._encoded_frame(sql, params)
+        value = self._settle(self._get_or_load(key, load, ttl, tags), box, lambda: self._encoded_frame(sql, params))
         return frames.from_cache_value(value)
 
     async def arows(
