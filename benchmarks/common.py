@@ -1,13 +1,17 @@
-"""What the benchmark scripts share: a free local port, installed versions, the server's name and version."""
+"""What the benchmark scripts share: a free local port, installed versions, the server's name and version, a
+private embedded server on TCP (so that peers without unix-socket support can use it too), and CPU pinning."""
 
 from __future__ import annotations
 
+import os
 import socket
 from importlib import metadata
 
 import redis
 
-__all__ = ["free_port", "server_version", "version_of"]
+from cachewise.server.embedded import EmbeddedServer
+
+__all__ = ["free_port", "pin", "server_version", "start_tcp_server", "version_of"]
 
 
 def free_port() -> int:
@@ -33,3 +37,29 @@ def server_version(url: str) -> str:
         return f"Redis {info.get('redis_version', '?')}"
     finally:
         r.close()
+
+
+def pin(server: EmbeddedServer | None, how: str) -> str:
+    """Pin this process and the embedded server to CPUs; returns a description of the placement.
+
+    On a VM, a request that wakes a process on another (idle) vCPU can cost several times the request itself, so
+    an unpinned run can measure either of two very different baselines depending on where the scheduler puts the
+    server; pinning makes runs comparable.
+    """
+    if how == "none" or server is None or server.process is None:
+        return "left to the scheduler (see --pin)"
+    cpus = sorted(os.sched_getaffinity(0))
+    if how == "split" and len(cpus) < 2:
+        raise SystemExit("--pin split needs 2 CPUs")
+    client_cpu, server_cpu = cpus[0], (cpus[1] if how == "split" else cpus[0])
+    os.sched_setaffinity(server.process.pid, {server_cpu})
+    os.sched_setaffinity(0, {client_cpu})
+    return f"client on CPU {client_cpu}, server on CPU {server_cpu}"
+
+
+def start_tcp_server() -> tuple[EmbeddedServer, str, str]:
+    """A private embedded Valkey on a free TCP port of 127.0.0.1: ``(server, url, transport description)``."""
+    port = free_port()
+    # EmbeddedServer passes "--port 0" first; a later "--port" wins in valkey's argv parsing.
+    server = EmbeddedServer(extra_args=("--port", str(port), "--bind", "127.0.0.1")).start()
+    return server, f"redis://127.0.0.1:{port}/0", f"tcp 127.0.0.1:{port} (embedded server started for this run)"

@@ -44,7 +44,7 @@ from rich.table import Table
 
 from cachewise import Cache
 from cachewise.server.embedded import EmbeddedServer
-from common import free_port, server_version, version_of
+from common import pin, server_version, start_tcp_server, version_of
 
 # A ~200-byte product, as a web app would cache it.
 VALUE: dict[str, Any] = {
@@ -675,24 +675,6 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
     console.print(table)
 
 
-def pin(server: EmbeddedServer | None, how: str) -> str:
-    """Pin this process and the embedded server to CPUs; returns a description of the placement.
-
-    On a VM, a request that wakes a process on another (idle) vCPU can cost several times the request itself, so
-    an unpinned run can measure either of two very different baselines depending on where the scheduler puts the
-    server; pinning makes runs comparable.
-    """
-    if how == "none" or server is None or server.process is None:
-        return "left to the scheduler (see --pin)"
-    cpus = sorted(os.sched_getaffinity(0))
-    if how == "split" and len(cpus) < 2:
-        raise SystemExit("--pin split needs 2 CPUs")
-    client_cpu, server_cpu = cpus[0], (cpus[1] if how == "split" else cpus[0])
-    os.sched_setaffinity(server.process.pid, {server_cpu})
-    os.sched_setaffinity(0, {client_cpu})
-    return f"client on CPU {client_cpu}, server on CPU {server_cpu}"
-
-
 async def run_all(bench: Bench) -> None:
     try:
         await bench.setup_raw()
@@ -753,11 +735,7 @@ def main(argv: list[str] | None = None) -> int:
             url = server.url
             transport = f"unix socket {server.socket_path} (embedded server started for this run)"
         else:
-            port = free_port()
-            # EmbeddedServer passes "--port 0" first; a later "--port" wins in valkey's argv parsing.
-            server = EmbeddedServer(extra_args=("--port", str(port), "--bind", "127.0.0.1")).start()
-            url = f"redis://127.0.0.1:{port}/0"
-            transport = f"tcp 127.0.0.1:{port} (embedded server started for this run)"
+            server, url, transport = start_tcp_server()
         version = server_version(url)
         placement = pin(server, args.pin)
         console.print(f"[bold]server[/bold]: {version}, transport: {transport}; CPU placement: {placement}")

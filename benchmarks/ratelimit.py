@@ -48,7 +48,7 @@ from rich.table import Table
 from cachewise import Cache
 from cachewise.ratelimit import Limit, RateLimiter
 from cachewise.server.embedded import EmbeddedServer
-from common import free_port, server_version, version_of
+from common import pin, server_version, start_tcp_server, version_of
 
 TARGET = 1.10
 IDENTITIES = 1000
@@ -536,19 +536,6 @@ def print_accuracy(rows: list[dict[str, Any]], title: str) -> None:
 
 
 # -- main -----------------------------------------------------------------------------------------------------------
-def pin(server: EmbeddedServer | None, how: str) -> str:
-    """Pin this process and the embedded server to CPUs (see benchmarks/hit_path.py: it makes runs comparable)."""
-    if how == "none" or server is None or server.process is None:
-        return "left to the scheduler (see --pin)"
-    cpus = sorted(os.sched_getaffinity(0))
-    if how == "split" and len(cpus) < 2:
-        raise SystemExit("--pin split needs 2 CPUs")
-    client_cpu, server_cpu = cpus[0], (cpus[1] if how == "split" else cpus[0])
-    os.sched_setaffinity(server.process.pid, {server_cpu})
-    os.sched_setaffinity(0, {client_cpu})
-    return f"client on CPU {client_cpu}, server on CPU {server_cpu} (worker processes of part 2: unpinned)"
-
-
 def cleanup(url: str, prefix: str) -> int:
     r = redis.Redis.from_url(url)
     try:
@@ -609,13 +596,11 @@ def main(argv: list[str] | None = None) -> int:
             url = args.url
             transport = f"{urlsplit(url).scheme} {urlsplit(url).netloc} (external server)"
         else:
-            port = free_port()
-            # EmbeddedServer passes "--port 0" first; a later "--port" wins in valkey's argv parsing.
-            server = EmbeddedServer(extra_args=("--port", str(port), "--bind", "127.0.0.1")).start()
-            url = f"redis://127.0.0.1:{port}/0"
-            transport = f"tcp 127.0.0.1:{port} (embedded server started for this run)"
+            server, url, transport = start_tcp_server()
         version = server_version(url)
         placement = pin(server, args.pin)
+        if args.pin != "none":
+            placement += " (worker processes of part 2: unpinned)"
         console.print(f"[bold]server[/bold]: {version}, transport: {transport}; CPU placement: {placement}")
         console.print(
             f"python {platform.python_version()}, redis-py {version_of('redis')}, hiredis {version_of('hiredis')}, "

@@ -66,7 +66,7 @@ from multiprocessing.connection import wait as wait_pipes
 from typing import Any
 from urllib.parse import urlsplit
 
-from common import free_port, version_of
+from common import start_tcp_server, version_of
 
 ORIGIN_SECONDS = 0.050
 TTL = 300  # seconds: nothing expires during a run
@@ -1082,11 +1082,7 @@ def main(argv: list[str] | None = None) -> int:
             url = args.url
             transport = f"{urlsplit(url).scheme} {urlsplit(url).netloc} (external server)"
         else:
-            port = free_port()
-            # EmbeddedServer passes "--port 0" first; a later "--port" wins in valkey's argv parsing.
-            embedded = EmbeddedServer(extra_args=("--port", str(port), "--bind", "127.0.0.1")).start()
-            url = f"redis://127.0.0.1:{port}/0"
-            transport = f"tcp 127.0.0.1:{port} (embedded server started for this run)"
+            embedded, url, transport = start_tcp_server()
         server = Server(url)
         try:
             version = server.version()
