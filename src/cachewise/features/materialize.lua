@@ -6,14 +6,10 @@ local stamp = ARGV[2]
 local pos = 3
 for i = 1, #KEYS do
   local n = tonumber(ARGV[pos])
-  pos = pos + 1
-  local args = {'updated_at', stamp}
-  for j = 0, 2 * n - 1 do
-    args[#args + 1] = ARGV[pos + j]
-  end
-  pos = pos + 2 * n
   redis.call('DEL', KEYS[i])
-  redis.call('HSET', KEYS[i], unpack(args))
+  -- unpack of a range of ARGV: no per-entity table to build
+  redis.call('HSET', KEYS[i], 'updated_at', stamp, unpack(ARGV, pos + 1, pos + 2 * n))
   redis.call('PEXPIRE', KEYS[i], ttl)
+  pos = pos + 1 + 2 * n
 end
 return #KEYS

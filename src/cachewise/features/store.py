@@ -1,16 +1,15 @@
 """A feature store for online inference: one Redis hash per entity, filled in batches from SQL, read in one trip.
 
 Layout (readable with ``HGETALL`` from any client): ``{namespace}:features:{entity}:{id}`` holds one field per
-feature plus ``updated_at`` (Unix time in milliseconds, taken on the writing client when the batch is sent).
-Each value is JSON (orjson): ints stay ints, floats floats, strings come back as strings (stored quoted), ``None``
-as ``null``, ``datetime``/``date`` as ISO strings (they come back as strings), ``Decimal`` (what PostgreSQL's
-``avg`` over ``numeric`` returns) as a float, numpy scalars as their Python value.  ``updated_at`` is reserved.
+feature plus ``updated_at`` (Unix time in milliseconds, taken on the writing client when the batch is encoded).
+Values are JSON (see :mod:`cachewise.features.codec`, which also holds every encoding and decoding step).
 
 Writes: batches of ``batch_size`` rows, each batch one Lua script that, per entity, deletes the old hash, writes
 the new fields and sets the TTL.  A reader therefore never sees half an entity, and a feature dropped from the
-query does not survive a refresh.  At most two batches are held at a time (one being written by a writer thread
-while the next is read and encoded), so a table of millions of rows streams with bounded memory (SQL goes through a
-server-side cursor).
+query does not survive a refresh.  Batches are pipelined on one connection: a batch is sent and dropped, and its
+reply read after the next batch has been read, so the server writes one batch while the next is read, and the
+loader never holds more than one batch: a table of millions of rows streams with bounded memory (SQL goes through
+a server-side cursor).
 
 Reads: ``get_many`` sends one pipeline (one round trip) of ``HGETALL`` (or ``HMGET`` for a subset of features);
 ``max_age`` turns features older than that many seconds into ``None`` so a model can refuse stale features.
@@ -20,21 +19,21 @@ materialisation raises, because a batch job must know that it did not write.
 
 from __future__ import annotations
 
-import decimal
+import asyncio
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import redis
 
-from ..failures import SERVER_ERRORS
-from ..server.scripts import KeyOrArg, Script
+from ..failures import SERVER_ERRORS, CircuitOpen
+from ..server.resp import command
+from ..server.scripts import Script
 from ..ttl import to_seconds
+from .codec import UPDATED_AT, BatchEncoder, age, from_fields, from_hash, read_commands
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -43,10 +42,9 @@ if TYPE_CHECKING:
 
 __all__ = ["UPDATED_AT", "FeatureStore", "MaterializeSummary"]
 
-#: The hash field holding the write time (Unix milliseconds); a feature may not use this name.
-UPDATED_AT = "updated_at"
-
 _MATERIALIZE = Script.beside(__package__ or "cachewise.features", "materialize.lua")
+#: Sent before every batch in the same write, so the batch's EVALSHA finds the script even after a server restart.
+_LOAD_SCRIPT = command("SCRIPT", "LOAD", _MATERIALIZE.source)
 
 
 @dataclass(frozen=True)
@@ -62,38 +60,9 @@ class MaterializeSummary:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    item = getattr(value, "item", None)  # numpy / pandas scalars
-    if callable(item):
-        return item()
-    raise TypeError(f"feature value of type {type(value).__name__} cannot be stored as JSON")
-
-
-def encode_value(value: Any) -> bytes:
-    """One feature value as the bytes stored in its hash field."""
-    return orjson.dumps(value, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def decode_value(raw: bytes | str) -> Any:
-    """A stored field back to its value (a field some other writer left that is not JSON comes back as text)."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-
-
 def _batched(records: Iterator[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
     while batch := list(itertools.islice(records, size)):
         yield batch
-
-
-_loads = orjson.loads
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 class FeatureStore:
@@ -112,7 +81,7 @@ class FeatureStore:
         ttl: float | timedelta,
         *,
         id_column: str | None = None,
-        batch_size: int = 5000,
+        batch_size: int = 500,
         write_timeout: float = 30.0,
     ) -> None:
         if not entity or ":" in entity:
@@ -129,6 +98,7 @@ class FeatureStore:
         self.batch_size = batch_size
         self.write_timeout = write_timeout
         self.prefix = f"{cache.keyspace.prefix}features:{entity}:"
+        self._encoder = BatchEncoder(_MATERIALIZE.sha, self.prefix, entity, self.id_column, self.ttl_ms)
 
     def key(self, entity_id: Any) -> str:
         """The server key of one entity's hash."""
@@ -138,8 +108,9 @@ class FeatureStore:
     def materialize(
         self, rows: Iterable[Mapping[str, Any]] | Any, *, progress: Callable[[int], None] | None = None
     ) -> MaterializeSummary:
-        """Write ``rows`` (an iterable of mappings, or a pandas DataFrame) in batches; ``progress(rows_done)`` is
-        called after each batch.  Raises the server's error if a batch could not be written."""
+        """Write ``rows`` (an iterable of mappings, a pandas or polars DataFrame, or a pyarrow Table) in batches;
+        ``progress(rows_done)`` is called after each batch.  Raises the server's error if a batch could not be
+        written (batches before it stay written: a re-run is safe)."""
         return self._run(self._records(rows), progress)
 
     def materialize_sql(
@@ -159,13 +130,42 @@ class FeatureStore:
             records: Iterator[Mapping[str, Any]] = iter(result.mappings())  # type: ignore[arg-type]
             return self._run(records, progress)
 
+    async def amaterialize(
+        self, rows: Iterable[Mapping[str, Any]] | Any, *, progress: Callable[[int], None] | None = None
+    ) -> MaterializeSummary:
+        """:meth:`materialize` from asyncio: the batch job (encoding is CPU work, the writes stream on their own
+        connection) runs in a worker thread, so the event loop stays free; ``progress`` is called from that thread.
+        ``rows`` must not be tied to the event loop (an async iterator is not accepted)."""
+        if hasattr(rows, "__aiter__"):
+            raise TypeError("amaterialize takes rows that can be iterated from a thread, not an async iterator")
+        return await asyncio.to_thread(self.materialize, rows, progress=progress)
+
+    async def amaterialize_sql(
+        self,
+        engine: Engine,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> MaterializeSummary:
+        """:meth:`materialize_sql` from asyncio (a sync SQLAlchemy ``engine``; the job runs in a worker thread)."""
+        return await asyncio.to_thread(self.materialize_sql, engine, sql, params, progress=progress)
+
     def _records(self, rows: Iterable[Mapping[str, Any]] | Any) -> Iterator[Mapping[str, Any]]:
-        if hasattr(rows, "iloc") and hasattr(rows, "to_dict"):  # a DataFrame, converted one batch at a time
+        """Rows as mappings; DataFrames and Arrow tables are converted one batch at a time, never whole."""
+        size = self.batch_size
+        if hasattr(rows, "iloc") and hasattr(rows, "to_dict"):  # pandas
             frame: Any = rows
-            for start in range(0, len(frame), self.batch_size):
-                yield from frame.iloc[start : start + self.batch_size].to_dict("records")
-            return
-        yield from rows
+            for start in range(0, len(frame), size):
+                yield from frame.iloc[start : start + size].to_dict("records")
+        elif hasattr(rows, "iter_slices") and hasattr(rows, "to_dicts"):  # polars
+            for chunk in rows.iter_slices(size):
+                yield from chunk.to_dicts()
+        elif hasattr(rows, "to_batches") and hasattr(rows, "schema"):  # a pyarrow Table
+            for record_batch in rows.to_batches(max_chunksize=size):
+                yield from record_batch.to_pylist()
+        else:
+            yield from rows
 
     def _writer(self) -> redis.Redis:
         """A client for the batch job: the cache's server and options, but a reply timeout fit for big batches (the
@@ -178,121 +178,107 @@ class FeatureStore:
         return redis.Redis(connection_pool=redis.ConnectionPool.from_url(self.cache.connection.target, **kwargs))
 
     def _run(self, records: Iterator[Mapping[str, Any]], progress: Callable[[int], None] | None) -> MaterializeSummary:
-        """Read a batch, encode it, hand it to one writer thread, read the next while it is written: at most two
-        batches are held (the one being written and the one being read), whatever the size of the input."""
+        """Stream ``records`` to the server one batch at a time, on one connection, pipelined.
+
+        Each batch is read, encoded, then sent without waiting for its reply; its rows and encoded arguments are
+        dropped as soon as they are on the wire.  The reply is read only after the next batch has been read and
+        encoded, so the server runs one batch's script while this process reads the next: the loader never holds
+        more than one batch, whatever the size of the input, and no thread is needed.
+        """
         started = time.perf_counter()
         done = batches = 0
+        in_flight = 0  # rows sent whose reply has not been read
         client = self._writer()
-        pending: Future[int] | None = None
+        conn: Any = client.connection_pool.get_connection()
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cachewise-features") as pool:
-                for batch in _batched(records, self.batch_size):
-                    keys, args = self._batch_call(batch)
-                    del batch
-                    if pending is not None:
-                        done += pending.result()
-                        batches += 1
-                        if progress is not None:
-                            progress(done)
-                    pending = pool.submit(self._write_batch, client, keys, args)
-                if pending is not None:
-                    done += pending.result()
+            for batch in _batched(records, self.batch_size):
+                try:
+                    payload = self._encoder.encode(batch)
+                except Exception:
+                    if in_flight:  # confirm the batches before the bad row before reporting it
+                        self._await_batch(conn, in_flight)
+                    raise
+                rows = len(batch)
+                del batch
+                if in_flight:
+                    done += self._await_batch(conn, in_flight)
                     batches += 1
                     if progress is not None:
                         progress(done)
+                in_flight = self._send_batch(conn, payload, rows)
+                del payload
+            if in_flight:
+                done += self._await_batch(conn, in_flight)
+                batches += 1
+                if progress is not None:
+                    progress(done)
+        except BaseException:
+            conn.disconnect()  # replies may still be pending on it: never hand it back to the pool
+            raise
         finally:
+            client.connection_pool.release(conn)
             client.close()
             client.connection_pool.disconnect()
         return MaterializeSummary(rows=done, seconds=time.perf_counter() - started, batches=batches)
 
-    def _batch_call(self, batch: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[KeyOrArg]]:
-        """The script's keys and args for one batch (pure: no I/O)."""
-        keys: list[str] = []
-        args: list[KeyOrArg] = [self.ttl_ms, int(time.time() * 1000)]
-        id_column = self.id_column
-        for record in batch:
-            try:
-                entity_id = record[id_column]
-            except KeyError:
-                raise ValueError(f"row without the id column {id_column!r}: {sorted(record)}") from None
-            if entity_id is None:
-                raise ValueError(f"row with a null {id_column!r}")
-            keys.append(self.prefix + str(entity_id))
-            count_at = len(args)
-            args.append(0)
-            n = 0
-            for name, value in record.items():
-                if name == id_column:
-                    continue
-                if name == UPDATED_AT:
-                    raise ValueError(f"{UPDATED_AT!r} is reserved for the write time; rename that column")
-                args.append(name)
-                args.append(encode_value(value))
-                n += 1
-            args[count_at] = n
-        return keys, args
+    @staticmethod
+    def _send_batch(conn: Any, payload: bytes, rows: int) -> int:
+        """Send one encoded batch (one atomic, idempotent script call) without reading its reply; the rows sent.
+
+        ``SCRIPT LOAD`` goes first in the same write, so the ``EVALSHA`` behind it finds the script even on a server
+        that restarted or flushed its scripts since the last batch (the batch is dropped once sent: there is no
+        retrying a ``NOSCRIPT``)."""
+        conn.send_packed_command([_LOAD_SCRIPT, payload])
+        return rows
 
     @staticmethod
-    def _write_batch(client: redis.Redis, keys: list[str], args: list[KeyOrArg]) -> int:
-        """One batch, one atomic script call (idempotent: safe to run again after a failure)."""
-        _MATERIALIZE(client, keys, args)
-        return len(keys)
+    def _await_batch(conn: Any, rows: int) -> int:
+        """Read the replies of the batch sent last; raises the server's error if it was not written."""
+        conn.read_response()  # the SHA of SCRIPT LOAD
+        written = conn.read_response()
+        if written != rows:
+            raise redis.ResponseError(f"the feature script wrote {written!r} entities of a batch of {rows}")
+        return rows
 
-    # -- online reads (pure helpers) -------------------------------------------------------------------------
-    @staticmethod
-    def _from_hash(reply: Mapping[Any, Any] | None, max_age: float | None, now_ms: int) -> dict[str, Any] | None:
-        if not reply:
-            return None
-        try:  # the fast path: bytes field names, JSON values
-            out: dict[str, Any] = {field.decode(): _loads(raw) for field, raw in reply.items()}
-        except (orjson.JSONDecodeError, AttributeError, UnicodeDecodeError):  # something another writer left
-            out = {_text(field): decode_value(raw) for field, raw in reply.items()}
-        stamp = out.pop(UPDATED_AT, None)
-        return out if max_age is None or FeatureStore._fresh(stamp, max_age, now_ms) else None
-
-    @staticmethod
-    def _from_fields(
-        reply: Sequence[Any] | None, features: Sequence[str], max_age: float | None, now_ms: int
-    ) -> dict[str, Any] | None:
-        if not reply or reply[0] is None:  # no updated_at: no such entity
-            return None
-        if not FeatureStore._fresh(decode_value(reply[0]), max_age, now_ms):
-            return None
-        return {name: None if raw is None else decode_value(raw) for name, raw in zip(features, reply[1:])}
-
-    @staticmethod
-    def _fresh(stamp: Any, max_age: float | None, now_ms: int) -> bool:
-        if max_age is None:
-            return True
-        if not isinstance(stamp, (int, float)):
-            return False  # no write time: cannot prove it is fresh
-        return (now_ms - stamp) <= max_age * 1000
-
-    def _queue(self, pipe: Any, ids: Sequence[Any], features: Sequence[str] | None) -> None:
-        prefix = self.prefix
-        if features is None:
-            hgetall = pipe.hgetall
-            for entity_id in ids:
-                hgetall(prefix + str(entity_id))
-        else:
-            fields = [UPDATED_AT, *features]
-            for entity_id in ids:
-                pipe.hmget(prefix + str(entity_id), fields)
+    # -- online reads ------------------------------------------------------------------------------------
+    # Each read is one payload of ready-encoded commands (codec.read_commands) sent as one write on one pooled
+    # connection, with raw replies decoded straight into dicts: no redis-py pipeline objects or reply callbacks.
 
     def _decode_many(
         self, replies: Sequence[Any], features: Sequence[str] | None, max_age: float | None
     ) -> list[dict[str, Any] | None]:
         now_ms = int(time.time() * 1000)
         if features is None:
-            return [self._from_hash(r, max_age, now_ms) for r in replies]
-        return [self._from_fields(r, features, max_age, now_ms) for r in replies]
+            return [from_hash(r, max_age, now_ms) for r in replies]
+        return [from_fields(r, features, max_age, now_ms) for r in replies]
 
-    @staticmethod
-    def _age(stamp: Any) -> float | None:
-        value = None if stamp is None else decode_value(stamp)
-        if not isinstance(value, (int, float)):
+    def _fetch(self, payload: bytes, count: int, operation: str) -> list[Any] | None:
+        """The replies, or None when the server failed or the breaker is open (counted and logged: reads fail open)."""
+        cache = self.cache
+        if not cache.connection.breaker.allow():
+            cache._failed(operation, CircuitOpen("circuit breaker open"), None)
             return None
-        return max(0.0, time.time() - value / 1000)
+        try:
+            replies = cache.connection.pipelined(payload, count)
+        except SERVER_ERRORS as exc:
+            cache._failed(operation, exc, None)
+            return None
+        cache.connection.breaker.success()
+        return replies
+
+    async def _afetch(self, payload: bytes, count: int, operation: str) -> list[Any] | None:
+        """:meth:`_fetch` for asyncio."""
+        cache = self.cache
+        if not cache.connection.breaker.allow():
+            cache._failed(operation, CircuitOpen("circuit breaker open"), None)
+            return None
+        try:
+            replies = await cache.connection.apipelined(payload, count)
+        except SERVER_ERRORS as exc:
+            cache._failed(operation, exc, None)
+            return None
+        cache.connection.breaker.success()
+        return replies
 
     # -- sync reads ---------------------------------------------------------------------------------------
     def get(
@@ -309,24 +295,14 @@ class FeatureStore:
         ids = list(ids)
         if not ids:
             return []
-        features = list(features) if features is not None else None
-        pipe = self.cache.connection.sync.pipeline(transaction=False)
-        self._queue(pipe, ids, features)
-        try:
-            replies = pipe.execute()
-        except SERVER_ERRORS as exc:
-            self.cache._failed("features.get", exc, None)
-            return [None] * len(ids)
-        return self._decode_many(replies, features, max_age)
+        names = None if features is None else list(features)
+        replies = self._fetch(read_commands(self.prefix, ids, names), len(ids), "features.get")
+        return [None] * len(ids) if replies is None else self._decode_many(replies, names, max_age)
 
     def freshness(self, entity_id: Any) -> float | None:
         """Seconds since the entity was written, or ``None`` when it is not stored (or the server failed)."""
-        try:
-            stamp = self.cache.connection.sync.hget(self.key(entity_id), UPDATED_AT)
-        except SERVER_ERRORS as exc:
-            self.cache._failed("features.freshness", exc, None)
-            return None
-        return self._age(stamp)
+        replies = self._fetch(command("HGET", self.key(entity_id), UPDATED_AT), 1, "features.freshness")
+        return None if replies is None else age(replies[0])
 
     # -- asyncio reads ------------------------------------------------------------------------------------
     async def aget(
@@ -342,24 +318,14 @@ class FeatureStore:
         ids = list(ids)
         if not ids:
             return []
-        features = list(features) if features is not None else None
-        try:
-            pipe = self.cache.connection.async_client().pipeline(transaction=False)
-            self._queue(pipe, ids, features)
-            replies = await pipe.execute()
-        except SERVER_ERRORS as exc:
-            self.cache._failed("features.aget", exc, None)
-            return [None] * len(ids)
-        return self._decode_many(replies, features, max_age)
+        names = None if features is None else list(features)
+        replies = await self._afetch(read_commands(self.prefix, ids, names), len(ids), "features.aget")
+        return [None] * len(ids) if replies is None else self._decode_many(replies, names, max_age)
 
     async def afreshness(self, entity_id: Any) -> float | None:
         """:meth:`freshness` for asyncio."""
-        try:
-            stamp = await self.cache.connection.acommand("HGET", self.key(entity_id), UPDATED_AT)
-        except SERVER_ERRORS as exc:
-            self.cache._failed("features.afreshness", exc, None)
-            return None
-        return self._age(stamp)
+        replies = await self._afetch(command("HGET", self.key(entity_id), UPDATED_AT), 1, "features.afreshness")
+        return None if replies is None else age(replies[0])
 
     def __repr__(self) -> str:
         return f"FeatureStore(entity={self.entity!r}, ttl_ms={self.ttl_ms}, batch_size={self.batch_size})"

@@ -20,6 +20,7 @@ import redis
 import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from ..breaker import CircuitBreaker
@@ -163,6 +164,66 @@ class Connection:
     def target(self) -> str:
         """The URL actually connected to (for ``embedded://``, the embedded server's socket)."""
         return self._target
+
+    def pipelined(self, payload: bytes, count: int) -> list[Any]:
+        """Send ``count`` commands already encoded in the protocol (see :mod:`cachewise.server.resp`) as one write on
+        one pooled connection and read their raw replies (no reply callbacks: ``HGETALL`` gives a flat list under
+        RESP2).  An error reply takes its command's place as a ``ResponseError``, it is not raised.
+
+        For reads only: a connection found dead before any reply was read (say, it predates a server restart) is
+        replaced and the whole payload sent once more.  A connection that fails mid-way is closed, never reused.
+        """
+        pool = self.sync.connection_pool
+        for attempt in (1, 2):
+            conn: Any = pool.get_connection()
+            replies: list[Any] = []
+            try:
+                conn.send_packed_command([payload])
+                for _ in range(count):
+                    try:
+                        replies.append(conn.read_response())
+                    except ResponseError as exc:  # consumed: the next reply is next on the wire
+                        replies.append(exc)
+                return replies
+            except RedisConnectionError:
+                conn.disconnect()
+                if attempt == 2 or replies:
+                    raise
+            except BaseException:
+                conn.disconnect()  # replies may be pending on it
+                raise
+            finally:
+                pool.release(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def apipelined(self, payload: bytes, count: int) -> list[Any]:
+        """:meth:`pipelined` with the running loop's client (bounded like :meth:`acommand`)."""
+        entry = await self._acquire()
+        try:
+            pool: Any = entry.client.connection_pool
+            for attempt in (1, 2):
+                conn = await pool.get_connection()
+                replies: list[Any] = []
+                try:
+                    await conn.send_packed_command([payload])
+                    for _ in range(count):
+                        try:
+                            replies.append(await conn.read_response())
+                        except ResponseError as exc:
+                            replies.append(exc)
+                    return replies
+                except RedisConnectionError:
+                    await conn.disconnect()
+                    if attempt == 2 or replies:
+                        raise
+                except BaseException:
+                    await conn.disconnect()
+                    raise
+                finally:
+                    await pool.release(conn)
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            entry.release()
 
     def _loop_client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()

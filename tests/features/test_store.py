@@ -19,6 +19,7 @@ import redis
 import sqlalchemy as sa
 
 from cachewise import Cache
+from cachewise.errors import SerializationError
 from cachewise.failures import SERVER_ERRORS
 from cachewise.features import FeatureStore, MaterializeSummary
 
@@ -135,37 +136,133 @@ def _mean(user: int) -> Decimal:
     return (_amount(user, 0) + _amount(user, 1)) / 2
 
 
-def test_loader_holds_at_most_two_batches(cache: Cache, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Bounded memory: rows are pulled one batch ahead of what the server has, never more (one batch being
-    written by the writer thread while the next is read)."""
+def test_loader_holds_one_batch_and_one_is_in_flight(cache: Cache, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounded memory: rows are pulled from the source one batch at a time and dropped once sent; the server has
+    at most one batch in flight (sent, reply not read) while the next is read."""
     store = FeatureStore(cache, entity="user", ttl=60, batch_size=100)
-    pulled = 0
-    written = 0
-    gaps: list[int] = []
+    pulled = sent = acknowledged = 0
+    held: list[int] = []
+    in_flight: list[int] = []
     sizes: list[int] = []
 
     def rows() -> Iterator[dict[str, Any]]:
         nonlocal pulled
         for i in range(1, 1051):
-            gaps.append(pulled - written)  # rows read but not yet on the server, before reading one more
             pulled += 1
+            held.append(pulled - sent)  # rows read from the source and not yet handed to the server
             yield {"user_id": i, "score": i * 0.5}
 
-    real = store._write_batch
+    real_send, real_await = store._send_batch, store._await_batch
 
-    def spy(client: Any, keys: list[str], args: list[Any]) -> int:
-        nonlocal written
-        sizes.append(len(keys))
-        n = real(client, keys, args)
-        written += n
+    def send(conn: Any, payload: bytes, rows: int) -> int:
+        nonlocal sent
+        sizes.append(rows)
+        n = real_send(conn, payload, rows)
+        sent += n
+        in_flight.append(sent - acknowledged)
         return n
 
-    monkeypatch.setattr(store, "_write_batch", spy)
+    def wait(conn: Any, rows: int) -> int:
+        nonlocal acknowledged
+        n = real_await(conn, rows)
+        acknowledged += n
+        return n
+
+    monkeypatch.setattr(store, "_send_batch", send)
+    monkeypatch.setattr(store, "_await_batch", wait)
     summary = store.materialize(rows())
-    assert summary.rows == 1050 == written and summary.batches == 11
+    assert summary.rows == 1050 == sent == acknowledged and summary.batches == 11
     assert sizes == [100] * 10 + [50]
-    assert max(gaps) < 2 * 100
+    assert max(held) == 100  # never more than one batch
+    assert max(in_flight) == 100  # one batch on the server at a time
     assert store.get(1050) == {"score": 525.0}
+
+
+def test_peak_memory_does_not_grow_with_the_input(cache: Cache) -> None:
+    """Python's peak allocation while materialising 50 batches is about that of 5 batches (tracemalloc)."""
+    import tracemalloc
+
+    store = FeatureStore(cache, entity="mem", ttl=60, batch_size=500)
+
+    def rows(n: int) -> Iterator[dict[str, Any]]:
+        for i in range(n):
+            yield {"mem_id": i, "a": i * 0.25, "b": f"text-{i:08d}" * 4, "c": i % 7}
+
+    def peak(n: int) -> int:
+        tracemalloc.start()
+        try:
+            assert store.materialize(rows(n)).rows == n
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(2_500), peak(25_000)
+    assert large < 1.5 * small, (small, large)
+
+
+def test_a_row_that_cannot_be_encoded_raises_after_the_batches_before_it_are_written(
+    cache: Cache, raw: redis.Redis
+) -> None:
+    """The error reaches the caller, and only once the batch already on the wire is confirmed written."""
+    store = FeatureStore(cache, entity="user", ttl=60, batch_size=10)
+    raw.set(store.key(15), "not a hash", px=60_000)  # DEL then HSET: replaced, not an error
+    rows = [{"user_id": i, "v": i} for i in range(1, 31)]
+    assert store.materialize(rows).rows == 30
+    assert store.get(15) == {"v": 15}
+
+    def bad() -> Iterator[dict[str, Any]]:
+        yield from rows[:10]
+        yield {"user_id": 11, "v": float("nan")}  # orjson writes NaN as null: fine
+        yield {"user_id": 12, "v": object()}  # cannot be encoded: raised before anything of its batch is sent
+
+    with pytest.raises(SerializationError, match="feature 'v' of user 12: a object cannot be stored"):
+        store.materialize(bad())
+    assert store.get(10) == {"v": 10}  # the first batch is written
+    assert store.get(11) == {"v": 11}  # the second batch was never sent (the first run's value stands)
+
+
+def test_dataframes_of_every_kind(cache: Cache, raw: redis.Redis) -> None:
+    import polars as pl
+    import pyarrow as pa  # type: ignore[import-untyped]
+
+    data = {"user_id": [1, 2, 3], "score": [0.5, 1.5, None], "tier": ["a", "b", "c"], "n": [1, 2, 3]}
+    expected = [
+        {"score": 0.5, "tier": "a", "n": 1},
+        {"score": 1.5, "tier": "b", "n": 2},
+        {"score": None, "tier": "c", "n": 3},
+    ]
+    for kind, frame in (
+        ("pandas", pd.DataFrame(data)),
+        ("polars", pl.DataFrame(data)),
+        ("arrow", pa.table(data)),
+    ):
+        store = FeatureStore(cache, entity=f"frame{kind}", ttl=60, id_column="user_id", batch_size=2)
+        summary = store.materialize(frame)
+        assert summary.rows == 3 and summary.batches == 2, kind
+        got = store.get_many([1, 2, 3])
+        if kind == "pandas":  # pandas turns a float column's None into NaN, which JSON stores as null
+            assert got == expected
+        else:
+            assert got == expected, kind
+        assert isinstance(got[0]["n"], int), kind  # type: ignore[index]
+
+
+def test_amaterialize(cache: Cache) -> None:
+    store = FeatureStore(cache, entity="user", ttl=60, batch_size=7)
+    seen: list[int] = []
+
+    async def main() -> Any:
+        with pytest.raises(TypeError, match="async iterator"):
+            await store.amaterialize(_agen())
+        return await store.amaterialize(({"user_id": i, "x": i} for i in range(20)), progress=seen.append)
+
+    summary = asyncio.run(main())
+    assert summary.rows == 20 and summary.batches == 3 and seen == [7, 14, 20]
+    assert store.get(19) == {"x": 19}
+
+
+async def _agen() -> Any:
+    yield {"user_id": 1}
 
 
 def test_typed_values_and_dataframes(cache: Cache, raw: redis.Redis) -> None:
