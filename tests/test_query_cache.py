@@ -129,6 +129,36 @@ def test_dataframe_round_trip_keeps_dtypes() -> None:
     assert back["t"].dtype == "datetime64[ns, UTC]" and back["n"].isna().tolist() == [False, True, False]
 
 
+def test_polars_round_trip_keeps_dtypes() -> None:
+    import datetime as dt
+    from decimal import Decimal
+
+    import polars as pl
+
+    df = pl.DataFrame(
+        {
+            "i": pl.Series([1, None, 3], dtype=pl.Int64),
+            "f": [1.5, None, 3.25],
+            "s": ["a", None, "ç"],
+            "t": pl.Series(
+                [dt.datetime(2026, 1, 1, 10, tzinfo=dt.timezone.utc), None, dt.datetime(2026, 3, 1)],
+                dtype=pl.Datetime("us", "Europe/Paris"),
+            ),
+            "d": pl.Series([Decimal("1.10"), None, Decimal("-2.25")], dtype=pl.Decimal(10, 2)),
+            "b": [True, None, False],
+            "c": pl.Series(["lo", "hi", "lo"], dtype=pl.Categorical),
+        }
+    )
+    value = frames.to_cache_value(df)
+    assert value["kind"] == "polars"
+    back = frames.from_cache_value(value)
+    assert isinstance(back, pl.DataFrame)
+    assert back.schema == df.schema
+    assert back.equals(df)
+    with pytest.raises(TypeError, match="pandas or polars"):
+        frames.to_cache_value([1, 2])  # type: ignore[arg-type]
+
+
 # -- against real databases and servers ----------------------------------------------------------------------------
 ROWS = 3000
 REGIONS = ("north", "south", "east", "west")
@@ -245,6 +275,40 @@ async def test_50_tasks_on_a_cold_query_run_it_once(
         for f in frames_:
             pd.testing.assert_frame_equal(f, frames_[0])
         assert frames_[0]["region"].tolist() == [r["region"] for r in results[0]]
+
+
+def test_polars_from_the_database_miss_hit_and_invalidate(cache: Cache, engine: sa.Engine, sales: sa.Table) -> None:
+    import polars as pl
+
+    qc = QueryCache(cache, engine, ttl=60)
+    executed = count_executions(engine, sales)
+    sql = f"SELECT id, region, amount, units, at FROM {sales.name} WHERE id < :n ORDER BY id"
+    miss = qc.polars(sql, {"n": 20})
+    hit = qc.polars(sql, {"n": 20})
+    assert len(executed) == 1
+    assert isinstance(hit, pl.DataFrame) and hit.equals(miss) and hit.schema == miss.schema
+    assert hit.schema["id"] == pl.Int64 and hit.height == 20
+    assert hit["units"].null_count() == 2  # ids 0 and 10
+    if engine.dialect.name == "postgresql":  # timestamptz arrives as aware datetimes
+        at = hit.schema["at"]
+        assert isinstance(at, pl.Datetime) and at.time_zone in ("UTC", "Etc/UTC")
+    pandas_frame = qc.dataframe(sql, {"n": 20})  # its own entry: pandas dtypes, not polars'
+    assert len(executed) == 2 and pandas_frame["id"].tolist() == hit["id"].to_list()
+    assert qc.invalidate(sql, {"n": 20})
+    for suffix in ("", ":df", ":pl"):
+        assert cache.get(qc.key_for(sql, {"n": 20}) + suffix) is None
+    qc.polars(sql, {"n": 20})
+    assert len(executed) == 3
+
+    async def viewers() -> list[pl.DataFrame]:
+        try:
+            return await asyncio.gather(*(qc.apolars(sql, {"n": 30}) for _ in range(20)))
+        finally:
+            await cache.connection.aclose_loop()
+
+    got = asyncio.run(viewers())
+    assert len(executed) == 4  # 20 concurrent tasks, one execution
+    assert all(f.equals(got[0]) for f in got) and got[0].height == 30
 
 
 def test_dataframe_from_the_database_is_the_same_on_miss_and_hit(

@@ -18,7 +18,8 @@ Rows are ``dict`` s of column name to value as the driver returns them, stored b
 default JSON serializer ``Decimal``, ``datetime``, ``date``, ``time`` and ``bytes`` come back with their types
 (``Decimal`` stays exact; an aware ``datetime`` keeps its UTC offset), ``UUID`` comes back as ``str``.  Every caller,
 the one that ran the query included, gets the stored form, so all callers get identical values.  DataFrames are
-stored as Arrow IPC (see :mod:`cachewise.query.frames`).
+stored as Arrow IPC (see :mod:`cachewise.query.frames`): pandas with :meth:`QueryCache.dataframe`, polars with
+:meth:`QueryCache.polars` (each its own entry, so each keeps its library's dtypes).
 
 Every statement is sent with bound parameters (``sqlalchemy.text(sql)`` + a parameter dict); parameters are never
 formatted into the SQL text.
@@ -40,6 +41,7 @@ from .normalize import database_identity, query_key
 
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped]
+    import polars as pl
     from sqlalchemy.engine import Engine
 
     from ..cache import Cache
@@ -50,6 +52,9 @@ log = logging.getLogger("cachewise.query")
 
 _OVERSIZE = "query-oversize"
 Row = dict[str, Any]
+#: The key suffix of each kind of stored DataFrame (a pandas and a polars frame of one query are two entries: each
+#: keeps its own library's dtypes).
+_FRAME_SUFFIX: dict[frames.Kind, str] = {"pandas": ":df", "polars": ":pl"}
 
 
 class QueryCache:
@@ -60,7 +65,7 @@ class QueryCache:
     with the data's refresh schedule; a per-call ``ttl=`` still wins.  ``max_bytes``: results whose stored form is
     larger are not cached (the cache's ``max_value_bytes`` applies too; the smaller limit wins).  ``lease_ttl``
     (seconds): how long the caller running a cold query holds its lease.  Set it above your slowest query: the
-    cache's default first lease is 2 s, and a query that outlasts its lease loses it (the waiters then run the
+    cache's default first lease is 10 s, and a query that outlasts its lease loses it (the waiters then run the
     query themselves, and its result is not stored).  Later leases follow the observed query times.
     """
 
@@ -125,14 +130,21 @@ class QueryCache:
             result = conn.execute(text(sql), dict(params or {}))
             return [dict(row._mapping) for row in result]
 
-    def _fetch_frame(self, sql: str, params: Mapping[str, Any] | None) -> pd.DataFrame:
-        import pandas as pd
+    def _fetch_frame(self, kind: frames.Kind, sql: str, params: Mapping[str, Any] | None) -> Any:
         from sqlalchemy import text
 
         self._count("executions")
         with self.engine.connect() as conn:
             result = conn.execute(text(sql), dict(params or {}))
-            return pd.DataFrame.from_records(list(result), columns=list(result.keys()))
+            columns = list(result.keys())
+            records = [tuple(row) for row in result]
+        if kind == "polars":
+            import polars as pl
+
+            return pl.DataFrame(records, schema=columns, orient="row", infer_schema_length=None)
+        import pandas as pd
+
+        return pd.DataFrame.from_records(records, columns=columns)
 
     # -- storing ---------------------------------------------------------------------------------------------------
     def _loader(self, key: str, fetch: Callable[[], Any], box: dict[str, Any]) -> Callable[[], Any]:
@@ -162,8 +174,8 @@ class QueryCache:
     def _oversize_marker(value: Any) -> bool:
         return isinstance(value, dict) and value.get("format") == _OVERSIZE
 
-    def _encoded_frame(self, sql: str, params: Mapping[str, Any] | None) -> dict[str, str]:
-        return frames.to_cache_value(self._fetch_frame(sql, params))
+    def _encoded_frame(self, kind: frames.Kind, sql: str, params: Mapping[str, Any] | None) -> dict[str, str]:
+        return frames.to_cache_value(self._fetch_frame(kind, sql, params))
 
     def _stored_rows(self, sql: str, params: Mapping[str, Any] | None) -> list[Row]:
         rows: list[Row] = self.cache.serializer.loads(self.cache.serializer.dumps(self._fetch_rows(sql, params)))
@@ -216,10 +228,35 @@ class QueryCache:
         context: Any = None,
     ) -> pd.DataFrame:
         """The result of ``sql`` as a pandas DataFrame, stored as Arrow IPC (dtypes kept)."""
-        key = self.key_for(sql, params, context=context) + ":df"
+        return self._frame("pandas", sql, params, ttl, tags, context)
+
+    def polars(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        ttl: TTLLike | None = None,
+        tags: Iterable[str] = (),
+        context: Any = None,
+    ) -> pl.DataFrame:
+        """The result of ``sql`` as a polars DataFrame (needs ``polars``), stored as Arrow IPC (dtypes kept)."""
+        frame: pl.DataFrame = self._frame("polars", sql, params, ttl, tags, context)
+        return frame
+
+    def _frame(
+        self,
+        kind: frames.Kind,
+        sql: str,
+        params: Mapping[str, Any] | None,
+        ttl: TTLLike | None,
+        tags: Iterable[str],
+        context: Any,
+    ) -> Any:
+        key = self.key_for(sql, params, context=context) + _FRAME_SUFFIX[kind]
         box: dict[str, Any] = {}
-        load = self._loader(key, lambda: self._encoded_frame(sql, params), box)
-        value = self._settle(self._get_or_load(key, load, ttl, tags), box, lambda: self._encoded_frame(sql, params))
+        load = self._loader(key, lambda: self._encoded_frame(kind, sql, params), box)
+        refetch = lambda: self._encoded_frame(kind, sql, params)  # noqa: E731
+        value = self._settle(self._get_or_load(key, load, ttl, tags), box, refetch)
         return frames.from_cache_value(value)
 
     async def arows(
@@ -257,9 +294,33 @@ class QueryCache:
         context: Any = None,
     ) -> pd.DataFrame:
         """Async :meth:`dataframe`: on a miss the query runs in a worker thread."""
-        key = self.key_for(sql, params, context=context) + ":df"
+        return await self._aframe("pandas", sql, params, ttl, tags, context)
+
+    async def apolars(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        ttl: TTLLike | None = None,
+        tags: Iterable[str] = (),
+        context: Any = None,
+    ) -> pl.DataFrame:
+        """Async :meth:`polars`: on a miss the query runs in a worker thread."""
+        frame: pl.DataFrame = await self._aframe("polars", sql, params, ttl, tags, context)
+        return frame
+
+    async def _aframe(
+        self,
+        kind: frames.Kind,
+        sql: str,
+        params: Mapping[str, Any] | None,
+        ttl: TTLLike | None,
+        tags: Iterable[str],
+        context: Any,
+    ) -> Any:
+        key = self.key_for(sql, params, context=context) + _FRAME_SUFFIX[kind]
         box: dict[str, Any] = {}
-        load = self._loader(key, lambda: self._encoded_frame(sql, params), box)
+        load = self._loader(key, lambda: self._encoded_frame(kind, sql, params), box)
 
         async def aload() -> Any:
             return await asyncio.to_thread(load)
@@ -268,15 +329,14 @@ class QueryCache:
         if "value" in box:
             value = box["value"]
         elif self._oversize_marker(value):
-            value = await asyncio.to_thread(self._encoded_frame, sql, params)
+            value = await asyncio.to_thread(self._encoded_frame, kind, sql, params)
         return await asyncio.to_thread(frames.from_cache_value, value)
 
     # -- invalidation ----------------------------------------------------------------------------------------------
     def invalidate(self, sql: str, params: Mapping[str, Any] | None = None, *, context: Any = None) -> bool:
-        """Drop the cached rows and DataFrame of one query; True when either was cached."""
+        """Drop the cached rows and DataFrames (pandas and polars) of one query; True when any was cached."""
         key = self.key_for(sql, params, context=context)
-        removed = self.cache.delete(key)
-        return self.cache.delete(key + ":df") or removed
+        return any([self.cache.delete(key + suffix) for suffix in ("", *_FRAME_SUFFIX.values())])
 
     def invalidate_tags(self, *tables: str) -> int:
         """Make every cached query tagged with any of ``tables`` a miss (one call); how many tags were in use."""
@@ -285,8 +345,7 @@ class QueryCache:
     async def ainvalidate(self, sql: str, params: Mapping[str, Any] | None = None, *, context: Any = None) -> bool:
         """Async :meth:`invalidate`."""
         key = self.key_for(sql, params, context=context)
-        removed = await self.cache.adelete(key)
-        return await self.cache.adelete(key + ":df") or removed
+        return any([await self.cache.adelete(key + suffix) for suffix in ("", *_FRAME_SUFFIX.values())])
 
     async def ainvalidate_tags(self, *tables: str) -> int:
         """Async :meth:`invalidate_tags`."""
