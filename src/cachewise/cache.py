@@ -21,6 +21,7 @@ from . import drivers, flows, store
 from .errors import ConfigurationError, InvalidationError, SerializationError
 from .failures import OUTAGE_ERRORS, SERVER_ERRORS, CircuitOpen, ErrorLog
 from .keyspace import KeySpace, tag_token
+from .lease_keeper import Held, LeaseKeeper
 from .local_flights import LocalFlights
 from .reads import FAILED, MISSING, NO_HEAD, RECHECK, EntryReader
 from .serializers import Serializer, get_serializer
@@ -113,6 +114,7 @@ class Cache:
         self._load_times: dict[str | None, LoadTimes] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._flights = LocalFlights()
+        self._keeper = LeaseKeeper()
         self._protections: dict[tuple[Protection, tuple[tuple[str, Any], ...]], Protection] = {}
         self.connection = Connection(url, options)
         self._sync = self.connection.sync
@@ -196,6 +198,22 @@ class Cache:
     def _lease_ms(self, req: flows.Request) -> int:
         times = self._load_times.get(req.where)
         return (times or LoadTimes()).lease_ms(req.protection.lease_ttl)
+
+    def _hold(self, lease: tuple[str, tuple[str, ...], str, int] | None) -> Held | None:
+        """Keep the lease of a load that starts now alive until it ends (``lease`` as a flow's LOAD step gives it)."""
+        if lease is None:
+            return None
+        key, tag_tokens, token, lease_ms = lease
+        call = store.extend(self.keyspace, key, tag_tokens, token, lease_ms)
+
+        def renew() -> bool:  # in the keeper's thread
+            try:
+                return bool(self._call(call, None))
+            except SERVER_ERRORS as exc:
+                self._failed("lease heartbeat", exc, None)
+                raise
+
+        return self._keeper.hold(renew, lease_ms)
 
     def _loaded(self, req: flows.Request, seconds: float, *, leased: bool) -> None:
         stats = self._stats
@@ -671,12 +689,14 @@ class Cache:
 
     def close(self) -> None:
         """Close the connections; stops the embedded server when no other cache in the process uses it."""
+        self._keeper.close()
         self.connection.close()
 
     async def aclose(self) -> None:
         """Async :meth:`close` (also closes this event loop's asyncio connections; waits for background refreshes)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        self._keeper.close()
         await self.connection.aclose()
 
     def __enter__(self) -> Cache:

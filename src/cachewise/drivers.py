@@ -66,7 +66,12 @@ def _step(
     if kind == flows.SCRIPT:
         return cache._call(step[1], None), lead
     if kind == flows.LOAD:
-        value = loader()
+        held = cache._hold(step[1])
+        try:
+            value = loader()
+        finally:
+            if held is not None:
+                cache._keeper.drop(held)
         if inspect.isawaitable(value):
             if inspect.iscoroutine(value):
                 value.close()
@@ -134,9 +139,14 @@ async def _astep(
     if kind == flows.SCRIPT:
         return await cache._acall(step[1], None), lead
     if kind == flows.LOAD:
-        value = loader()
-        if inspect.isawaitable(value):
-            value = await value
+        held = cache._hold(step[1])
+        try:
+            value = loader()
+            if inspect.isawaitable(value):
+                value = await value
+        finally:
+            if held is not None:
+                cache._keeper.drop(held)
         return value, lead
     if kind == flows.JOIN:
         _, entry, timeout = step

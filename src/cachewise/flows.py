@@ -7,7 +7,9 @@ the exception in).  So leases, waiting, early refresh and stale serving exist on
 Steps (``(kind, *args)``):
 
 * ``(MGET, keys)`` → the reply list;  ``(SCRIPT, call)`` → the script's reply;
-* ``(LOAD,)`` → the loader's value (its exception is thrown in);
+* ``(LOAD, lease)`` → the loader's value (its exception is thrown in); ``lease`` is ``(key, tag tokens, token,
+  lease_ms)`` when the load holds a lease, kept alive while the loader runs (:mod:`cachewise.lease_keeper`), else
+  None;
 * ``(JOIN, entry key, timeout)`` → after waiting for another caller of this process that was loading the same key,
   its stored payload (bytes) when this caller may take it, else True; False when this caller now leads the key
   (the driver ends the lead when the flow ends);
@@ -93,9 +95,9 @@ def _refresh(cache: Cache, req: Request, value: Any, why: str | None) -> Flow:
         return value
     stats.add(scope, "stale_served" if why == "stale" and req.background else "early_refreshes")
     if req.background:
-        yield (SPAWN, _load(cache, req, token=token))
+        yield (SPAWN, _load(cache, req, token=token, lease_ms=lease_ms))
         return value
-    return (yield from _load(cache, req, token=token))
+    return (yield from _load(cache, req, token=token, lease_ms=lease_ms))
 
 
 def _single_flight(cache: Cache, req: Request) -> Flow:
@@ -133,7 +135,7 @@ def _single_flight(cache: Cache, req: Request) -> Flow:
                 return found
             return (yield from _load(cache, req, token=""))  # unreadable: replace it
         if reply[0] == b"L":
-            return (yield from _load(cache, req, token=token))
+            return (yield from _load(cache, req, token=token, lease_ms=lease_ms))
         if reply[0] == b"S":  # too large to cache: everyone loads, nobody waits
             return (yield from _load(cache, req, token=None))
         left = deadline - time.monotonic()
@@ -172,12 +174,13 @@ def _reread(cache: Cache, req: Request, keys: list[str]) -> Flow:
     return found
 
 
-def _load(cache: Cache, req: Request, token: str | None) -> Flow:
-    """Run the loader and store its value: under ``token`` (a lease), plainly (``""``), or not at all (None)."""
+def _load(cache: Cache, req: Request, token: str | None, lease_ms: int = 0) -> Flow:
+    """Run the loader and store its value: under ``token`` (a lease of ``lease_ms``, kept alive while the loader
+    runs), plainly (``""``), or not at all (None)."""
     scope = req.scope
     started = time.perf_counter()
     try:
-        value = yield (LOAD,)
+        value = yield (LOAD, (req.key, req.tokens, token, lease_ms) if token and lease_ms else None)
         call = None
         if token is not None:
             seconds = time.perf_counter() - started

@@ -21,6 +21,7 @@ __all__ = [
     "ACQUIRE",
     "BUMP",
     "DELETE",
+    "EXTEND",
     "GET",
     "HIT",
     "INVALID",
@@ -34,6 +35,7 @@ __all__ = [
     "acquire",
     "bump",
     "delete",
+    "extend",
     "header_of",
     "judge",
     "payload_of_write",
@@ -48,6 +50,7 @@ GET = Script.beside(__name__, "get.lua", prelude="entry.lua")
 ACQUIRE = Script.beside(__name__, "acquire.lua", prelude="entry.lua")
 SET = Script.beside(__name__, "set.lua", prelude="entry.lua")
 RELEASE = Script.beside(__name__, "release.lua")
+EXTEND = Script.beside(__name__, "extend.lua")
 DELETE = Script.beside(__name__, "delete.lua")
 BUMP = Script.beside(__name__, "bump.lua")
 
@@ -221,6 +224,12 @@ def release(space: KeySpace, key: str, token: str, *, skip: bool = False) -> Cal
     time is up)."""
     entry = space.entry(key)
     return Call(RELEASE, [space.lease(entry)], [token, space.fill_channel, entry, "skip" if skip else ""])
+
+
+def extend(space: KeySpace, key: str, tag_tokens: tuple[str, ...], token: str, lease_ms: int) -> Call:
+    """Extend our lease on ``key``, and the counters it snapshotted, to ``lease_ms`` from now, if it is still ours
+    and none of those counters moved (the loader is still running; see ``extend.lua``)."""
+    return Call(EXTEND, _entry_keys(space, key, tag_tokens), [token, lease_ms, space.fill_channel])
 
 
 def delete(space: KeySpace, key: str) -> Call:
