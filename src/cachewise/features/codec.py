@@ -12,6 +12,7 @@ of arguments for a client library to walk and encode again.
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import time
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,10 @@ _loads = orjson.loads
 def _default(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return float(value)
+    if type(value).__name__ in ("NaTType", "NAType"):  # pandas' missing values (NaT is a datetime subclass)
+        return None
+    if isinstance(value, (datetime.date, datetime.time)):  # subclasses orjson leaves to us: pandas' Timestamp
+        return value.isoformat()
     item = getattr(value, "item", None)  # numpy / pandas scalars
     if callable(item):
         return item()
@@ -122,6 +127,8 @@ class BatchEncoder:
 
     def _unencodable(self, record: Mapping[str, Any], entity_id: Any) -> SerializationError:
         for name, value in record.items():
+            if name == self.id_column:
+                continue
             try:
                 encode_value(value)
             except TypeError:
@@ -134,14 +141,14 @@ class BatchEncoder:
 
 # -- reads ----------------------------------------------------------------------------------------------------------
 def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else raw
 
 
 def is_fresh(stamp: Any, max_age: float | None, now_ms: int) -> bool:
     """Whether a write time (Unix ms) is at most ``max_age`` seconds old (always, when ``max_age`` is None)."""
     if max_age is None:
         return True
-    if not isinstance(stamp, (int, float)):
+    if not isinstance(stamp, (int, float)) or isinstance(stamp, bool):
         return False  # no write time: cannot prove it is fresh
     return (now_ms - stamp) <= max_age * 1000
 
@@ -189,6 +196,6 @@ def from_fields(reply: Any, features: Sequence[str], max_age: float | None, now_
 def age(stamp: Any, now: float | None = None) -> float | None:
     """Seconds since a stored write time (``None`` when there is none)."""
     value = None if stamp is None or isinstance(stamp, Exception) else decode_value(stamp)
-    if not isinstance(value, (int, float)):
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None
     return max(0.0, (time.time() if now is None else now) - value / 1000)
