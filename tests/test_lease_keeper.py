@@ -3,9 +3,6 @@ brought back.  The keeper's own bookkeeping is tested with a recording extend fu
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -16,6 +13,7 @@ import pytest
 
 from cachewise import Cache, Protection
 from cachewise.lease_keeper import LeaseKeeper
+from tests.processes import run_together
 
 
 # -- the keeper alone ----------------------------------------------------------------------------------------------
@@ -116,12 +114,7 @@ def test_a_load_longer_than_its_lease_keeps_it_and_runs_once(
         cache.close()
         """
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(4)]
-    for proc in procs:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    go.touch()
-    outputs = [json.loads(proc.communicate(timeout=120)[0].strip().splitlines()[-1]) for proc in procs]
-    assert [p.returncode for p in procs] == [0] * 4
+    outputs = run_together(code, 4, go)
     assert len(loads.read_text().split()) == 1, "the load ran more than once"
     values = [r for out in outputs for r in out["results"]]
     assert len(values) == 40 and all(v == values[0] for v in values)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from cachewise import MISSING, Cache, Protection
+from tests.processes import run_together
 
 
 # -- one load for many callers ------------------------------------------------------------------------------------
@@ -46,12 +46,7 @@ def test_4_processes_x_50_threads_load_a_cold_key_once(server_url: str, unique_n
         cache.close()
         """
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(4)]
-    for proc in procs:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    go.touch()
-    outputs = [json.loads(proc.communicate(timeout=120)[0].strip().splitlines()[-1]) for proc in procs]
-    assert [p.returncode for p in procs] == [0] * 4
+    outputs = run_together(code, 4, go)
     assert len(loads.read_text().split()) == 1, "the loader ran more than once"
     values = [r for out in outputs for r in out["results"]]
     assert len(values) == 200 and all(v == values[0] for v in values) and values[0]["id"] == 42

@@ -1,0 +1,29 @@
+"""Real concurrency across processes: several Pythons run one script and start their work at the same moment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["run_together"]
+
+
+def run_together(code: str, n: int, go: Path, timeout: float = 120) -> list[Any]:
+    """Start ``n`` processes on ``code``, which prints ``ready``, waits for the file ``go`` to exist, works, and
+    prints one JSON line last; create ``go`` once all are ready; return each process's JSON (all must exit 0)."""
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        go.touch()
+        outputs = [json.loads(proc.communicate(timeout=timeout)[0].strip().splitlines()[-1]) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert [p.returncode for p in procs] == [0] * n
+    return outputs
