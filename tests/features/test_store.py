@@ -282,7 +282,14 @@ def test_typed_values_and_dataframes(cache: Cache, raw: redis.Redis) -> None:
         FeatureStore(cache, entity="item", ttl=0)
 
 
-def test_get_many_is_one_round_trip_ordered_with_subsets(cache: Cache, monkeypatch: pytest.MonkeyPatch) -> None:
+def _calls(raw: redis.Redis, command: str) -> int:
+    stats: dict[str, Any] = raw.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_get_many_is_one_round_trip_ordered_with_subsets(
+    cache: Cache, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = FeatureStore(cache, entity="user", ttl=60)
     store.materialize({"user_id": i, "a": i, "b": -i, "c": str(i)} for i in range(1, 1001))
     store.get(1)  # connect first: the handshake is not part of the read
@@ -295,16 +302,19 @@ def test_get_many_is_one_round_trip_ordered_with_subsets(cache: Cache, monkeypat
         sends += 1
         return real_send(self, *args, **kwargs)
 
+    before = _calls(raw, "hgetall")
     monkeypatch.setattr(connection_class, "send_packed_command", counting)
     ids = list(range(1000, 0, -1))
     ids[10] = 99_999  # a missing one
     got = store.get_many(ids)
-    assert sends == 1
+    assert sends == 1  # one write ...
+    assert _calls(raw, "hgetall") - before == 1000  # ... carrying the 1000 reads (INFO commandstats)
     assert got[0] == {"a": 1000, "b": -1000, "c": "1000"} and got[10] is None and got[-1] == {"a": 1, "b": -1, "c": "1"}
     assert len(got) == 1000
+    before = _calls(raw, "hmget")
     sends = 0
     subset = store.get_many([5, 99_999, 7], ["c", "a", "nope"])
-    assert sends == 1
+    assert sends == 1 and _calls(raw, "hmget") - before == 3
     assert subset == [{"c": "5", "a": 5, "nope": None}, None, {"c": "7", "a": 7, "nope": None}]
     assert store.get(3, ["b"]) == {"b": -3}
     assert store.get_many([]) == []
