@@ -15,7 +15,7 @@ import redis
 import redis._parsers.encoders
 import redis.connection
 
-from cachewise.errors import SerializationError
+from cachewise.errors import ConfigurationError, InvalidKeyError, SerializationError
 from cachewise.features.codec import (
     BatchEncoder,
     age,
@@ -146,24 +146,24 @@ def test_typed_values() -> None:
 
 def test_a_row_without_the_id_column() -> None:
     enc = encoder()
-    with pytest.raises(ValueError, match="id column 'user_id'"):
+    with pytest.raises(ConfigurationError, match="id column 'user_id'"):
         enc.encode([{"user_id": 1, "a": 1}, {"id": 2, "a": 2}], now_ms=NOW_MS)
-    with pytest.raises(ValueError, match="'user_id'"):
+    with pytest.raises(ConfigurationError, match="'user_id'"):
         enc.encode([{"a": 1}], now_ms=NOW_MS)
 
 
 def test_a_null_id() -> None:
-    with pytest.raises(ValueError, match="null 'user_id'"):
+    with pytest.raises(InvalidKeyError, match="null 'user_id'"):
         encoder().encode([{"user_id": 1, "a": 1}, {"user_id": None, "a": 2}], now_ms=NOW_MS)
 
 
 def test_updated_at_is_reserved() -> None:
-    with pytest.raises(ValueError, match="'updated_at' is reserved"):
+    with pytest.raises(ConfigurationError, match="'updated_at' is reserved"):
         encoder().encode([{"user_id": 1, "updated_at": 5}], now_ms=NOW_MS)
     # also when a row of the same other columns was encoded before
     enc = encoder()
     enc.encode([{"user_id": 1, "a": 1}], now_ms=NOW_MS)
-    with pytest.raises(ValueError, match="reserved"):
+    with pytest.raises(ConfigurationError, match="reserved"):
         enc.encode([{"user_id": 1, "a": 1, "updated_at": 5}], now_ms=NOW_MS)
 
 

@@ -19,7 +19,7 @@ import redis
 import sqlalchemy as sa
 
 from cachewise import Cache
-from cachewise.errors import SerializationError
+from cachewise.errors import ConfigurationError, InvalidTTLError, SerializationError
 from cachewise.failures import SERVER_ERRORS
 from cachewise.features import FeatureStore, MaterializeSummary
 
@@ -272,13 +272,13 @@ def test_typed_values_and_dataframes(cache: Cache, raw: redis.Redis) -> None:
     frame = pd.DataFrame({"sku": ["b", "c"], "n": [1, 2], "x": [0.5, float("nan")]})
     assert store.materialize(frame).rows == 2
     assert store.get_many(["c", "zz", "b"]) == [{"n": 2, "x": None}, None, {"n": 1, "x": 0.5}]
-    with pytest.raises(ValueError, match="reserved"):
+    with pytest.raises(ConfigurationError, match="reserved"):
         store.materialize([{"sku": "q", "updated_at": 1}])
-    with pytest.raises(ValueError, match="id column"):
+    with pytest.raises(ConfigurationError, match="id column"):
         store.materialize([{"n": 1}])
     with pytest.raises(TypeError):
         store.materialize([{"sku": "q", "bad": object()}])
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidTTLError):
         FeatureStore(cache, entity="item", ttl=0)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import SerializationError
+from ..errors import ConfigurationError, InvalidKeyError, SerializationError
 from ..server.resp import bulk
 
 __all__ = [
@@ -91,9 +91,12 @@ class BatchEncoder:
         plan = self._plans.get(names)
         if plan is None:
             if self.id_column not in names:
-                raise ValueError(f"row without the id column {self.id_column!r}: {sorted(names)}")
+                raise ConfigurationError(
+                    f"row without the id column {self.id_column!r} (its columns: {sorted(map(str, names))}): "
+                    "name the id column with FeatureStore(id_column=...)"
+                )
             if UPDATED_AT in names:
-                raise ValueError(f"{UPDATED_AT!r} is reserved for the write time; rename that column")
+                raise ConfigurationError(f"{UPDATED_AT!r} is reserved for the write time; rename that column")
             features = tuple((name, bulk(str(name).encode())) for name in names if name != self.id_column)
             plan = (bulk(b"%d" % len(features)), features)
             if len(self._plans) < 64:  # rows normally share one shape; don't grow without bound if they don't
@@ -101,8 +104,10 @@ class BatchEncoder:
         return plan
 
     def encode(self, batch: Sequence[Mapping[str, Any]], now_ms: int | None = None) -> bytes:
-        """The command bytes writing ``batch`` (raises ``ValueError`` for a row without an id, or
-        :class:`~cachewise.errors.SerializationError` for a value JSON cannot hold, naming both)."""
+        """The command bytes writing ``batch``.  Raises :class:`~cachewise.errors.ConfigurationError` for a row
+        without the id column (or with an ``updated_at`` column), :class:`~cachewise.errors.InvalidKeyError` for a
+        null id, :class:`~cachewise.errors.SerializationError` for a value JSON cannot hold (all ``ValueError`` or
+        ``TypeError``)."""
         stamp = int(time.time() * 1000) if now_ms is None else now_ms
         keys: list[bytes] = []
         args: list[bytes] = [bulk(b"%d" % self.ttl_ms), bulk(b"%d" % stamp)]
@@ -112,7 +117,7 @@ class BatchEncoder:
             count, features = self._plan(tuple(record))
             entity_id = record[id_column]
             if entity_id is None:
-                raise ValueError(f"row with a null {id_column!r}")
+                raise InvalidKeyError(f"row with a null {id_column!r}: every row needs an id (filter NULL ids out)")
             keys.append(bulk((prefix + str(entity_id)).encode()))
             append(count)
             try:

@@ -11,7 +11,7 @@ reply read after the next batch has been read, so the server writes one batch wh
 loader never holds more than one batch: a table of millions of rows streams with bounded memory (SQL goes through
 a server-side cursor).
 
-Reads: ``get_many`` sends one pipeline (one round trip) of ``HGETALL`` (or ``HMGET`` for a subset of features);
+Reads: ``get_many`` sends its ``HGETALL`` s (or ``HMGET`` s for a subset of features) in one write: one round trip;
 ``max_age`` turns features older than that many seconds into ``None`` so a model can refuse stale features.
 Reads fail open (a server error is counted and logged by the cache, and the entity reads as missing);
 materialisation raises, because a batch job must know that it did not write.
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from ..errors import ConfigurationError
 from ..failures import SERVER_ERRORS, CircuitOpen
 from ..server.resp import command
 from ..server.scripts import Script
@@ -85,12 +86,12 @@ class FeatureStore:
         write_timeout: float = 30.0,
     ) -> None:
         if not entity or ":" in entity:
-            raise ValueError(f"entity must be a non-empty name without ':', got {entity!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigurationError(f"entity must be a non-empty name without ':', got {entity!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigurationError(f"batch_size must be an int >= 1, got {batch_size!r}")
         seconds = to_seconds(ttl)
         if not seconds > 0:
-            raise ValueError(f"the feature TTL must be > 0 seconds, got {ttl!r}")
+            raise ConfigurationError(f"the feature TTL must be > 0 seconds, got {ttl!r}")
         self.cache = cache
         self.entity = entity
         self.ttl_ms = max(1, round(seconds * 1000))
