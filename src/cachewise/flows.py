@@ -73,19 +73,22 @@ def after_read(
     if server_down:
         return (yield from _load(cache, req, token=None))
     if value is not MISSING:
-        return (yield from _refresh(cache, req, value, refresh))
+        return (yield from _refresh(cache, req, value, head, refresh))
     if not req.protection.single_flight:
         return (yield from _load(cache, req, token=""))
     return (yield from _single_flight(cache, req))
 
 
-def _refresh(cache: Cache, req: Request, value: Any, why: str | None) -> Flow:
-    """A hit that should be reloaded (early, or served stale): one caller takes the lease and reloads."""
+def _refresh(cache: Cache, req: Request, value: Any, head: list[bytes], why: str | None) -> Flow:
+    """A hit that should be reloaded (early, or served stale): one caller takes the lease and reloads (unless the
+    entry it read was replaced meanwhile: another caller's refresh landed)."""
     stats, scope = cache._stats, req.scope
     lease_ms = cache._lease_ms(req)
     token = new_token()
+    seen = head[2] if len(head) > 2 else b""
     try:
-        granted = yield (SCRIPT, store.acquire(cache.keyspace, req.key, req.tokens, token, lease_ms, refresh=True))
+        call = store.acquire(cache.keyspace, req.key, req.tokens, token, lease_ms, refresh=True, seen_written=seen)
+        granted = yield (SCRIPT, call)
     except SERVER_ERRORS as exc:
         cache._failed("acquire", exc, scope)
         granted = None

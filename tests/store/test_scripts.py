@@ -60,3 +60,23 @@ def test_counter_ttl_grows_with_the_longest_entry(raw: redis.Redis, unique_names
     assert raw.pttl(ks.group_version("a")) > 50_000
     run(raw, store.write(ks, "a:3", b"j", b"1", 1_000))
     assert raw.pttl(ks.group_version("a")) > 50_000  # never shortened
+
+
+def test_a_refresh_lease_is_only_for_the_entry_the_caller_read(raw: redis.Redis, unique_namespace: str) -> None:
+    """A caller that read a stale entry asks to refresh it; if another caller's refresh landed meanwhile (the entry
+    was rewritten), there is nothing left to refresh: no lease, no second load."""
+    ks = KeySpace(unique_namespace)
+    run(raw, store.write(ks, "dash", b"j", b"1", 30_000))
+    seen = store.header_of(raw.get(ks.entry("dash")) or b"")[2]
+    time.sleep(0.005)
+    run(raw, store.write(ks, "dash", b"j", b"2", 30_000))  # another caller's refresh lands
+    stale = store.acquire(ks, "dash", (), "tok1", 5_000, refresh=True, seen_written=seen)
+    assert run(raw, stale) is None  # Lua false
+    now = store.header_of(raw.get(ks.entry("dash")) or b"")[2]
+    assert now != seen
+    fresh = store.acquire(ks, "dash", (), "tok2", 5_000, refresh=True, seen_written=now)
+    assert run(raw, fresh) == [b"L", b"tok2"]
+    assert run(raw, store.acquire(ks, "dash", (), "tok3", 5_000, refresh=True, seen_written=now)) is None  # held
+    raw.delete(ks.entry("dash"))
+    gone = store.acquire(ks, "gone", (), "tok4", 5_000, refresh=True, seen_written=now)
+    assert run(raw, gone) is None  # nothing to refresh

@@ -159,13 +159,21 @@ def _entry_keys(space: KeySpace, key: str, tag_tokens: tuple[str, ...]) -> list[
 
 
 def acquire(
-    space: KeySpace, key: str, tag_tokens: tuple[str, ...], token: str, lease_ms: int, *, refresh: bool = False
+    space: KeySpace,
+    key: str,
+    tag_tokens: tuple[str, ...],
+    token: str,
+    lease_ms: int,
+    *,
+    refresh: bool = False,
+    seen_written: bytes = b"",
 ) -> Call:
-    """Take ``key``'s lease after a miss (or, with ``refresh``, to refresh a valid entry early)."""
+    """Take ``key``'s lease after a miss (or, with ``refresh``, to refresh a valid entry early: only while the entry
+    is still the one written at ``seen_written``, the header's write time the caller read)."""
     return Call(
         ACQUIRE,
         _entry_keys(space, key, tag_tokens),
-        [space.tag_prefix, token, lease_ms, "refresh" if refresh else "miss"],
+        [space.tag_prefix, token, lease_ms, "refresh" if refresh else "miss", seen_written],
     )
 
 

@@ -40,6 +40,16 @@ local function entry_valid(raw, ns_key, group_key, tag_prefix)
   return true
 end
 
+-- The write time (ms, as the header's text) of a cachewise entry, or nil.
+local function entry_written(raw)
+  if string.sub(raw, 1, 3) ~= 'cw1' then return nil end
+  local hlen = tonumber(string.sub(raw, 5, 8), 16)
+  if not hlen then return nil end
+  local next_token = string.gmatch(string.sub(raw, 9, 8 + hlen), '%S+')
+  next_token() next_token()
+  return next_token()
+end
+
 -- Whether a valid entry is past its logical expiry (it is kept `grace` ms longer to be served stale).
 local function entry_expired(raw, now_ms)
   local hlen = tonumber(string.sub(raw, 5, 8), 16)
