@@ -25,6 +25,7 @@ from .lease_keeper import Held, LeaseKeeper
 from .local_flights import LocalFlights
 from .reads import FAILED, MISSING, NO_HEAD, RECHECK, EntryReader
 from .serializers import Serializer, get_serializer
+from .server import resp
 from .server.connection import ClientOptions, Connection
 from .server.urls import redact
 from .signing import Signer
@@ -119,19 +120,25 @@ class Cache:
         self.connection = Connection(url, options)
         self._sync = self.connection.sync
         self._breaker = self.connection.breaker
-        self._key_memo: dict[str | tuple[str, tuple[str, ...]], list[str]] = {}
+        self._key_memo: dict[str | tuple[str, tuple[str, ...]], tuple[list[str], bytes]] = {}
 
     # -- pure steps shared by the sync and async paths and the flows ---------------------------------------------
-    def _read_keys(self, key: str, tag_tokens: tuple[str, ...] = ()) -> list[str]:
-        """The MGET keys of a read (memoised: building them is most of a hit's own cost)."""
+    def _read_plan(self, key: str, tag_tokens: tuple[str, ...] = ()) -> tuple[list[str], bytes]:
+        """The MGET keys of a read and the MGET itself in protocol bytes (memoised: building them is most of a
+        hit's own cost)."""
         memo_key = (key, tag_tokens) if tag_tokens else key
-        keys = self._key_memo.get(memo_key)
-        if keys is None:
+        plan = self._key_memo.get(memo_key)
+        if plan is None:
             keys = store.read_keys(self.keyspace, key, tag_tokens)
+            plan = (keys, resp.command("MGET", *keys))
             if len(self._key_memo) >= _KEY_MEMO_SIZE:
                 self._key_memo.clear()
-            self._key_memo[memo_key] = keys
-        return keys
+            self._key_memo[memo_key] = plan
+        return plan
+
+    def _read_keys(self, key: str, tag_tokens: tuple[str, ...] = ()) -> list[str]:
+        """The MGET keys of a read."""
+        return self._read_plan(key, tag_tokens)[0]
 
     def _write_call(
         self,
@@ -266,7 +273,7 @@ class Cache:
             raise CircuitOpen("circuit breaker open")
         started = time.perf_counter()
         try:
-            result = call.script(self._sync, call.keys, call.args)
+            result = self.connection.script(call.script, call.keys, call.args)
         finally:
             self._stats.roundtrip(scope, time.perf_counter() - started)
         self._breaker.success()
@@ -276,12 +283,12 @@ class Cache:
         self, key: str, scope: Counters | None, tokens: tuple[str, ...] = (), serve_stale: bool = False
     ) -> tuple[Any, list[bytes]]:
         """One read: ``(value or MISSING, header tokens)``; fails open."""
-        keys = self._read_keys(key, tokens)
+        keys, mget = self._read_plan(key, tokens)
         started = time.perf_counter()
         try:
             if not self._breaker.allow():
                 raise CircuitOpen("circuit breaker open")
-            reply = self._sync.execute_command("MGET", *keys)  # type: ignore[no-untyped-call]
+            reply = self.connection.execute_packed(mget)
             self._breaker.success()
             value, head = self._reader.verdict(
                 keys[0], reply, tokens, scope, time.perf_counter() - started, serve_stale
@@ -289,7 +296,7 @@ class Cache:
             if value is RECHECK:
                 call = store.read(self.keyspace, key)
                 started = time.perf_counter()
-                raw = call.script(self._sync, call.keys, call.args)
+                raw = self.connection.script(call.script, call.keys, call.args)
                 value = self._reader.validated(keys[0], raw, scope, time.perf_counter() - started)
                 head = store.header_of(raw) if value is not MISSING else NO_HEAD
         except SERVER_ERRORS as exc:
@@ -472,12 +479,12 @@ class Cache:
     async def _aread(
         self, key: str, scope: Counters | None, tokens: tuple[str, ...] = (), serve_stale: bool = False
     ) -> tuple[Any, list[bytes]]:
-        keys = self._read_keys(key, tokens)
+        keys, mget = self._read_plan(key, tokens)
         started = time.perf_counter()
         try:
             if not self._breaker.allow():
                 raise CircuitOpen("circuit breaker open")
-            reply = await self.connection.acommand("MGET", *keys)
+            reply = await self.connection.aexecute_packed(mget)
             self._breaker.success()
             value, head = self._reader.verdict(
                 keys[0], reply, tokens, scope, time.perf_counter() - started, serve_stale

@@ -62,7 +62,6 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
@@ -73,6 +72,7 @@ from redis.exceptions import NoScriptError
 
 from .errors import ConfigurationError, InvalidationError, InvalidKeyError
 from .failures import SERVER_ERRORS, CircuitOpen
+from .server import resp
 from .server.scripts import Script
 
 if TYPE_CHECKING:
@@ -344,15 +344,16 @@ class RateLimiter:
         self._connection = cache.connection
         self._breaker = cache.connection.breaker
         self._sync = cache.connection.sync
-        # EVALSHA sent directly (SCRIPT(...) does the same through two more calls: ~0.7 µs a hit); NOSCRIPT falls
-        # back to SCRIPT, which loads the script and calls again.
-        self._evalsha: Callable[..., Any] = self._sync.execute_command
+        # A hit of cost 1 sends an EVALSHA packed once per identity (protocol bytes, memoised with its keys) and
+        # reads the raw reply: no argument encoding or reply callback per hit.  NOSCRIPT falls back to SCRIPT,
+        # which loads the script and calls again.
         self._prefixes = [f"{cache.keyspace.internal}rl:{name}:{x.spec}:" for x in self._limits]
         self._static = [arg for x in self._limits for arg in x.script_args()]
         self._max_cost = min(x.capacity for x in self._limits)
         self._hit1: list[bytes | int] = [b"1", *self._static]
         self._peek: list[bytes | int] = [b"0", *self._static]
         self._key_memo: dict[str, list[str]] = {}
+        self._hit1_memo: dict[str, bytes] = {}
         self._operation = f"ratelimit {name} ({'allowing' if on_error == 'allow' else 'refusing'} requests)"
 
     @property
@@ -376,6 +377,25 @@ class RateLimiter:
             self._key_memo[identity] = keys
         return keys
 
+    def _packed_hit1(self, identity: str) -> bytes:
+        """The EVALSHA of a hit of cost 1 by ``identity``, in protocol bytes (memoised)."""
+        keys = self.keys(identity)
+        payload = resp.command("EVALSHA", SCRIPT.sha, len(keys), *keys, *self._hit1)
+        if len(self._hit1_memo) >= _KEY_MEMO_SIZE:
+            self._hit1_memo.clear()
+        self._hit1_memo[identity] = payload
+        return payload
+
+    def _hit_payload(self, identity: str, cost: int) -> bytes:
+        """The EVALSHA of a hit, in protocol bytes (memoised per identity for cost 1)."""
+        if cost == 1 and type(cost) is int:
+            try:
+                return self._hit1_memo.get(identity) or self._packed_hit1(identity)
+            except TypeError:  # unhashable: keys() says what is wrong with it
+                return self._packed_hit1(identity)
+        keys = self.keys(identity)
+        return resp.command("EVALSHA", SCRIPT.sha, len(keys), *keys, *self._args(cost))
+
     def _args(self, cost: int) -> list[bytes | int]:
         if cost == 1 and type(cost) is int:
             return self._hit1
@@ -398,7 +418,7 @@ class RateLimiter:
         if not self._breaker.allow():
             return self._degraded(CircuitOpen("circuit breaker open"), cost)
         try:
-            reply = SCRIPT(self._sync, keys, args)  # type: ignore[arg-type]
+            reply = self._connection.script(SCRIPT, keys, args)
         except SERVER_ERRORS as exc:
             return self._degraded(exc, cost)
         self._breaker.success()
@@ -409,18 +429,14 @@ class RateLimiter:
         whether it may proceed.  A ``cost`` more than a limit ever allows at once raises :class:`ConfigurationError`.
         """
         # _run(), inlined: this is every request's path
-        try:
-            keys = self._key_memo.get(identity) or self.keys(identity)
-        except TypeError:  # unhashable: keys() says what is wrong with it
-            keys = self.keys(identity)
-        args = self._hit1 if cost == 1 and type(cost) is int else self._args(cost)
+        payload = self._hit_payload(identity, cost)
         if not self._breaker.allow():
             return self._degraded(CircuitOpen("circuit breaker open"), cost)
         try:
             try:
-                reply = self._evalsha("EVALSHA", SCRIPT.sha, len(keys), *keys, *args)
+                reply = self._connection.execute_packed(payload)
             except NoScriptError:  # the server restarted or flushed its scripts: SCRIPT loads it and calls again
-                reply = SCRIPT(self._sync, keys, args)  # type: ignore[arg-type]
+                reply = self._connection.script(SCRIPT, self.keys(identity), self._args(cost))
         except SERVER_ERRORS as exc:
             return self._degraded(exc, cost)
         self._breaker.success()
@@ -456,7 +472,18 @@ class RateLimiter:
 
     async def ahit(self, identity: str, cost: int = 1) -> Decision:
         """Async :meth:`hit`."""
-        return await self._arun(self.keys(identity), self._args(cost), cost)
+        payload = self._hit_payload(identity, cost)
+        if not self._breaker.allow():
+            return self._degraded(CircuitOpen("circuit breaker open"), cost)
+        try:
+            try:
+                reply = await self._connection.aexecute_packed(payload)
+            except NoScriptError:  # see hit()
+                reply = await self._connection.ascript(SCRIPT, self.keys(identity), self._args(cost))
+        except SERVER_ERRORS as exc:
+            return self._degraded(exc, cost)
+        self._breaker.success()
+        return decide(reply, self._limits)
 
     async def apeek(self, identity: str) -> Decision:
         """Async :meth:`peek`."""

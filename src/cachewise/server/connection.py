@@ -20,11 +20,12 @@ import redis
 import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
 from ..breaker import CircuitBreaker
 from ..errors import ConfigurationError
+from . import resp
 from .embedded import EmbeddedServer, release_server, shared_server
 from .notify import FillNotifier
 from .scripts import Script
@@ -170,8 +171,10 @@ class Connection:
         one pooled connection and read their raw replies (no reply callbacks: ``HGETALL`` gives a flat list under
         RESP2).  An error reply takes its command's place as a ``ResponseError``, it is not raised.
 
-        For reads only: a connection found dead before any reply was read (say, it predates a server restart) is
-        replaced and the whole payload sent once more.  A connection that fails mid-way is closed, never reused.
+        A connection found dead before any reply was read (say, it predates a server restart) is replaced and the
+        whole payload sent once more, as redis-py's own retry on a connection error does: safe for reads and for
+        this package's scripts (each is idempotent, or refuses a second write under a lease already spent).  A
+        connection that fails mid-way is closed, never reused.
         """
         pool = self.sync.connection_pool
         for attempt in (1, 2):
@@ -195,6 +198,23 @@ class Connection:
             finally:
                 pool.release(conn)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def execute_packed(self, payload: bytes) -> Any:
+        """One command already encoded (see :mod:`cachewise.server.resp`): its raw reply, an error reply raised.
+        No argument encoding and no reply callback per call (the hit path's and every script's command).  Like
+        redis-py's own single retry, a connection found dead is replaced and the command sent once more (see
+        :meth:`pipelined`)."""
+        reply = self.pipelined(payload, 1)[0]
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def aexecute_packed(self, payload: bytes) -> Any:
+        """:meth:`execute_packed` with the running loop's client."""
+        reply = (await self.apipelined(payload, 1))[0]
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
 
     async def apipelined(self, payload: bytes, count: int) -> list[Any]:
         """:meth:`pipelined` with the running loop's client (bounded like :meth:`acommand`)."""
@@ -252,13 +272,25 @@ class Connection:
         finally:
             entry.release()
 
-    async def ascript(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        """Run a Lua script with the running loop's client (bounded like :meth:`acommand`)."""
-        entry = await self._acquire()
+    def script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """Run a Lua script by SHA: one ``EVALSHA`` encoded here and sent as :meth:`execute_packed` sends it; a
+        server that answers ``NOSCRIPT`` (it restarted or flushed its scripts) gets the script loaded, then the
+        call again."""
+        payload = resp.command("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
-            return await script.acall(entry.client, keys, args)
-        finally:
-            entry.release()
+            return self.execute_packed(payload)
+        except NoScriptError:
+            self.execute_packed(resp.command("SCRIPT", "LOAD", script.source))
+            return self.execute_packed(payload)
+
+    async def ascript(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """:meth:`script` with the running loop's client (bounded like :meth:`acommand`)."""
+        payload = resp.command("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return await self.aexecute_packed(payload)
+        except NoScriptError:
+            await self.aexecute_packed(resp.command("SCRIPT", "LOAD", script.source))
+            return await self.aexecute_packed(payload)
 
     async def _acquire(self) -> _LoopClient:
         """The running loop's client, with one of its slots taken (give it back with ``release()``)."""
