@@ -382,16 +382,19 @@ class Cache:
         early_refresh: float | None = None,
         stale_ttl: float | None = None,
         lease_ttl: float | None = None,
+        max_wait: float | None = None,
     ) -> T:
         """Cache-aside: the cached value on a hit; on a miss, ``loader()``'s value, stored and returned.
 
         Concurrent misses of ``key`` (threads, processes, machines) run ``loader`` once; the others wait for its
         value.  ``single_flight``, ``early_refresh`` (XFetch β, 0 = off), ``stale_ttl`` (seconds to serve a stale
-        value while one caller reloads) and ``lease_ttl`` (seconds a loader may take before another caller takes
-        over; set it above your slowest load) override the cache's :class:`Protection` for this call.
+        value while one caller reloads), ``lease_ttl`` (seconds before another caller takes over from a loader that
+        died: a running loader keeps its lease) and ``max_wait`` (seconds a caller waits for another's load before
+        loading itself; default 3 × the lease TTL) override the cache's :class:`Protection` for this call.
         """
         protection = self._protection(None, {"single_flight": single_flight, "early_refresh": early_refresh,
-                                             "stale_ttl": stale_ttl, "lease_ttl": lease_ttl})  # fmt: skip
+                                             "stale_ttl": stale_ttl, "lease_ttl": lease_ttl,
+                                             "max_wait": max_wait})  # fmt: skip
         return self._get_or_load(key, loader, ttl, _tokens(tags), jitter, None, None, protection)
 
     def _get_or_load(
@@ -566,6 +569,7 @@ class Cache:
         early_refresh: float | None = None,
         stale_ttl: float | None = None,
         lease_ttl: float | None = None,
+        max_wait: float | None = None,
     ) -> T: ...
     @overload
     async def aget_or_set(
@@ -580,6 +584,7 @@ class Cache:
         early_refresh: float | None = None,
         stale_ttl: float | None = None,
         lease_ttl: float | None = None,
+        max_wait: float | None = None,
     ) -> T: ...
     async def aget_or_set(
         self,
@@ -593,11 +598,13 @@ class Cache:
         early_refresh: float | None = None,
         stale_ttl: float | None = None,
         lease_ttl: float | None = None,
+        max_wait: float | None = None,
     ) -> T:
         """Async :meth:`get_or_set`; ``loader`` may be a plain or an async callable.  A stale or early refresh runs
         in the background: the caller gets the current value at once."""
         protection = self._protection(None, {"single_flight": single_flight, "early_refresh": early_refresh,
-                                             "stale_ttl": stale_ttl, "lease_ttl": lease_ttl})  # fmt: skip
+                                             "stale_ttl": stale_ttl, "lease_ttl": lease_ttl,
+                                             "max_wait": max_wait})  # fmt: skip
         return await self._aget_or_load(key, loader, ttl, _tokens(tags), jitter, None, None, protection)
 
     async def _aget_or_load(
@@ -653,6 +660,7 @@ class Cache:
         early_refresh: float | None = None,
         stale_ttl: float | None = None,
         lease_ttl: float | None = None,
+        max_wait: float | None = None,
         protection: Protection | None = None,
     ) -> CachedDecorator:
         """Decorate a ``def`` or ``async def`` (function or method) with cache-aside.
@@ -669,6 +677,7 @@ class Cache:
             "early_refresh": early_refresh,
             "stale_ttl": stale_ttl,
             "lease_ttl": lease_ttl,
+            "max_wait": max_wait,
         }
         chosen = self._protection(protection, overrides)
         return CachedDecorator(self, ttl=ttl, key=key, tags=tuple(tags), jitter=jitter, protection=chosen)

@@ -44,7 +44,8 @@ class Protection:
     #: Seconds an entry is kept past its TTL to be served stale while one caller reloads it (0: off).
     stale_ttl: float = 0.0
     #: Lease TTL in seconds; None: derived from the loads observed (3 × their average + 0.25 s, in [0.5, 60]; 10 s
-    #: before the first load).
+    #: before the first load).  A running loader keeps its lease (it is extended every third of this); the TTL is
+    #: how long a loader that died holds up the others.
     lease_ttl: float | None = None
     #: Longest a waiter waits for another caller's load before loading itself; None: 3 × the lease TTL.
     max_wait: float | None = None

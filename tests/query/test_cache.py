@@ -7,8 +7,10 @@ import asyncio
 import datetime as dt
 import decimal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -406,3 +408,28 @@ def test_refresh_every_aligns_expiry(cache: Cache, engine: sa.Engine, sales: sa.
     qc.rows("SELECT 1 AS one", ttl=5)
     left = cache.ttl(qc.key_for("SELECT 1 AS one"))
     assert left is not None and left <= 5
+
+
+def test_a_query_slower_than_its_lease_still_runs_once(cache: Cache, engine: sa.Engine, sales: sa.Table) -> None:
+    """A 1.2 s query with a 0.3 s lease: the lease heartbeat keeps it with the viewer running the query, and the
+    others wait for it (QueryCache's max_wait), so 20 viewers run it once.  The delay is the database's own
+    (pg_sleep; on SQLite a registered function that sleeps), inside the statement."""
+    if engine.dialect.name == "sqlite":
+
+        @sa.event.listens_for(engine, "connect")
+        def add_sleep(dbapi_conn: Any, record: Any) -> None:
+            dbapi_conn.create_function("cw_sleep", 1, lambda seconds: time.sleep(seconds) or 0)
+
+        engine.dispose()  # new connections get the function
+        delay = "cw_sleep(:delay)"
+    else:
+        delay = "(SELECT 0 FROM pg_sleep(:delay))"
+    sql = f"SELECT region, COUNT(*) AS n, {delay} AS slept FROM {sales.name} GROUP BY region ORDER BY region"
+    executed = count_executions(engine, sales)
+    qc = QueryCache(cache, engine, ttl=60, lease_ttl=0.3)
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda _: qc.rows(sql, {"delay": 1.2}), range(20)))
+    assert len(executed) == 1, "the query ran more than once"
+    assert all(r == results[0] for r in results) and len(results[0]) == len(REGIONS)
+    assert cache.stats().total.refused_writes == 0 and cache._keeper.extended >= 2
+    assert qc.rows(sql, {"delay": 1.2}) == results[0] and len(executed) == 1  # stored: a hit

@@ -64,9 +64,11 @@ class QueryCache:
     (seconds or a ``timedelta``): entries expire at the next multiple of it (UTC, from the epoch) instead, aligned
     with the data's refresh schedule; a per-call ``ttl=`` still wins.  ``max_bytes``: results whose stored form is
     larger are not cached (the cache's ``max_value_bytes`` applies too; the smaller limit wins).  ``lease_ttl``
-    (seconds): how long the caller running a cold query holds its lease.  Set it above your slowest query: the
-    cache's default first lease is 10 s, and a query that outlasts its lease loses it (the waiters then run the
-    query themselves, and its result is not stored).  Later leases follow the observed query times.
+    (seconds; None: the cache's, derived from the query times observed): the lease of the caller running a cold
+    query is kept alive while the query runs, and this is how long a caller that died holds up the others.
+    ``max_wait`` (seconds, default 600): how long the other viewers wait for that one running query before they
+    run it themselves; long by default, since running a slow query once more per viewer is what this cache is
+    here to prevent (set the database's statement timeout for queries that hang).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class QueryCache:
         refresh_every: timedelta | float | None = None,
         max_bytes: int | None = None,
         lease_ttl: float | None = None,
+        max_wait: float | None = 600.0,
     ) -> None:
         if max_bytes is not None and (isinstance(max_bytes, bool) or max_bytes < 1):
             raise ConfigurationError("max_bytes must be None (the cache's limit) or a positive number of bytes")
@@ -90,6 +93,9 @@ class QueryCache:
         if lease_ttl is not None and not (lease_ttl > 0):
             raise ConfigurationError("lease_ttl must be None or a positive number of seconds")
         self.lease_ttl = lease_ttl
+        if max_wait is not None and not (0 < max_wait <= 3600):
+            raise ConfigurationError("max_wait must be None (the cache's) or seconds in (0, 3600]")
+        self.max_wait = max_wait
         self.database = database_identity(engine.url)
         self._lock = threading.Lock()
         self._counts = {"executions": 0, "oversize": 0}
@@ -183,13 +189,17 @@ class QueryCache:
 
     def _get_or_load(self, key: str, load: Callable[[], Any], ttl: TTLLike | None, tags: Iterable[str]) -> Any:
         chosen = ttl if ttl is not None else self.ttl
-        return self.cache.get_or_set(key, load, chosen, tags=self.table_tags(tags), lease_ttl=self.lease_ttl)
+        return self.cache.get_or_set(
+            key, load, chosen, tags=self.table_tags(tags), lease_ttl=self.lease_ttl, max_wait=self.max_wait
+        )
 
     async def _aget_or_load(
         self, key: str, load: Callable[[], Awaitable[Any]], ttl: TTLLike | None, tags: Iterable[str]
     ) -> Any:
         chosen = ttl if ttl is not None else self.ttl
-        return await self.cache.aget_or_set(key, load, chosen, tags=self.table_tags(tags), lease_ttl=self.lease_ttl)
+        return await self.cache.aget_or_set(
+            key, load, chosen, tags=self.table_tags(tags), lease_ttl=self.lease_ttl, max_wait=self.max_wait
+        )
 
     def _settle(self, value: Any, box: dict[str, Any], refetch: Callable[[], Any]) -> Any:
         """The result of a read: this caller's own load when it ran one, else the cached value, or (for a result
@@ -354,5 +364,5 @@ class QueryCache:
     def __repr__(self) -> str:
         return (
             f"QueryCache(database={self.database!r}, ttl={self.ttl!r}, max_bytes={self.max_bytes!r}, "
-            f"lease_ttl={self.lease_ttl!r})"
+            f"lease_ttl={self.lease_ttl!r}, max_wait={self.max_wait!r})"
         )
