@@ -14,9 +14,10 @@ caller's answer (``time.time()``, all processes on this machine); each caller's 
 its answer; p50/p99 over all callers); and commands:
 
 * **sent**: every command the processes' redis-py clients send, counted client side (a hook on redis-py's command
-  packing) and attributed to the caller that sent it (a context variable: a thread, or a task and the tasks it
-  spawns); commands of no caller (cachewise's pub/sub listener, health checks) are "background".  The loaders'
-  commands are the "holders'"; **per waiter** = the other callers' commands / the other callers.
+  packing, and on cachewise's ``Connection.pipelined``, which sends commands it packed itself) and attributed to
+  the caller that sent it (a context variable: a thread, or a task and the tasks it spawns); commands of no caller
+  (cachewise's pub/sub listener, health checks) are "background".  The loaders' commands are the "holders'";
+  **per waiter** = the other callers' commands / the other callers.
 * **executed**: the ``INFO commandstats`` delta over the round (``INFO`` itself excluded): what the server ran,
   *including the commands that Lua scripts run inside one call* (``redis.call``), so it is larger than "sent" for
   libraries that use scripts.  Exact on the embedded server (nothing else uses it); with ``--url`` it also counts
@@ -194,6 +195,21 @@ def install_command_counter() -> None:
     for cls in (sconn.PythonRespSerializer, sconn.HiredisRespSerializer):
         cls.pack = counted(cls.pack)  # type: ignore[method-assign]
     aconn.AbstractConnection.pack_command = counted(aconn.AbstractConnection.pack_command)  # type: ignore[method-assign]
+    # cachewise sends its hits and script calls as protocol bytes it packed itself (memoised for hits), through
+    # Connection.pipelined/apipelined: count the commands of each payload there.
+    from cachewise.server.connection import Connection
+
+    def counted_payload(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def send(self: Any, payload: bytes, count: int) -> Any:
+            for _ in range(count):
+                _count_command(("PACKED",))
+            return fn(self, payload, count)
+
+        return send
+
+    Connection.pipelined = counted_payload(Connection.pipelined)  # type: ignore[method-assign]
+    Connection.apipelined = counted_payload(Connection.apipelined)  # type: ignore[method-assign]
     sync_connect = sconn.AbstractConnection.connect_check_health
     sconn.AbstractConnection.connect_check_health = setup(sync_connect)  # type: ignore[method-assign]
     async_connect = aconn.AbstractConnection.connect_check_health
