@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import drivers, flows, store
 from .errors import ConfigurationError, InvalidationError, SerializationError
-from .failures import OUTAGE_ERRORS, SERVER_ERRORS, CircuitOpen, ErrorLog
+from .failures import SERVER_ERRORS, CircuitOpen, ErrorLog
 from .keyspace import KeySpace, tag_token
 from .lease_keeper import Held, LeaseKeeper
 from .local_flights import LocalFlights
 from .reads import FAILED, MISSING, NO_HEAD, RECHECK, EntryReader
+from .report import Reporter
 from .serializers import Serializer, get_serializer
 from .server import resp
 from .server.connection import ClientOptions, Connection
@@ -120,6 +121,8 @@ class Cache:
         self.connection = Connection(url, options)
         self._sync = self.connection.sync
         self._breaker = self.connection.breaker
+        #: What components built on this cache (rate limiter, sessions, feature store, yours) report through.
+        self.report = Reporter(self._stats, self._errors, self._breaker)
         self._key_memo: dict[str | tuple[str, tuple[str, ...]], tuple[list[str], bytes]] = {}
 
     # -- pure steps shared by the sync and async paths and the flows ---------------------------------------------
@@ -232,13 +235,7 @@ class Cache:
 
     def _failed(self, operation: str, exc: BaseException, scope: Counters | None) -> None:
         """A server call failed (the caller fails open): count it, log it (rate-limited), tell the breaker."""
-        if isinstance(exc, CircuitOpen):
-            self._stats.add(scope, "skipped")
-            return
-        self._stats.add(scope, "errors")
-        self._errors.error(operation, exc)
-        if isinstance(exc, OUTAGE_ERRORS):
-            self._breaker.failure()
+        self.report.failure(operation, exc, scope)
 
     def _protection(self, base: Protection | None, overrides: dict[str, Any]) -> Protection:
         chosen = base or self.protection
@@ -693,6 +690,12 @@ class Cache:
 
     def _scope(self, name: str) -> Counters | None:
         return self._stats.scope(name)
+
+    @property
+    def signer(self) -> Signer | None:
+        """The HMAC signer of this cache's values (``signing_key=``), or None: for components that store their own
+        values and must sign them the same way."""
+        return self._signer
 
     @property
     def url(self) -> str:

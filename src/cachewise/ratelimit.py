@@ -402,11 +402,11 @@ class RateLimiter:
         return hit_args(cost, self._max_cost, self._static)
 
     def _degraded(self, exc: BaseException, cost: int) -> Decision:
-        self._cache._failed(self._operation, exc, None)
+        self._cache.report.failure(self._operation, exc)
         return degraded(self._limits, self.on_error == "allow", cost, self._breaker.reset_timeout)
 
     def _not_reset(self, identity: str, exc: BaseException) -> InvalidationError:
-        self._cache._failed(f"ratelimit {self._name} reset", exc, None)
+        self._cache.report.failure(f"ratelimit {self._name} reset", exc)
         longest = max(x.seconds for x in self._limits)
         return InvalidationError(
             f"rate limiter {self._name!r}: reset({identity!r}) did not reach the server ({type(exc).__name__}: "

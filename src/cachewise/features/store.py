@@ -257,12 +257,12 @@ class FeatureStore:
         """The replies, or None when the server failed or the breaker is open (counted and logged: reads fail open)."""
         cache = self.cache
         if not cache.connection.breaker.allow():
-            cache._failed(operation, CircuitOpen("circuit breaker open"), None)
+            cache.report.failure(operation, CircuitOpen("circuit breaker open"))
             return None
         try:
             replies = cache.connection.pipelined(payload, count)
         except SERVER_ERRORS as exc:
-            cache._failed(operation, exc, None)
+            cache.report.failure(operation, exc)
             return None
         cache.connection.breaker.success()
         return replies
@@ -271,12 +271,12 @@ class FeatureStore:
         """:meth:`_fetch` for asyncio."""
         cache = self.cache
         if not cache.connection.breaker.allow():
-            cache._failed(operation, CircuitOpen("circuit breaker open"), None)
+            cache.report.failure(operation, CircuitOpen("circuit breaker open"))
             return None
         try:
             replies = await cache.connection.apipelined(payload, count)
         except SERVER_ERRORS as exc:
-            cache._failed(operation, exc, None)
+            cache.report.failure(operation, exc)
             return None
         cache.connection.breaker.success()
         return replies

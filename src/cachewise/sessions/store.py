@@ -209,9 +209,9 @@ class SessionStore:
         internal = cache.keyspace.internal
         self._session_base = f"{internal}s:{prefix}:"
         self._index_base = f"{internal}u:{prefix}:"
-        self._signer = cache._signer
+        self._signer = cache.signer
         self._code = cache.serializer.code
-        self._scope = cache._scope(f"sessions:{prefix}")
+        self._scope = cache.report.scope(f"sessions:{prefix}")
         self._lineages: dict[str, str] = {}  # sid -> lineage (never changes for an id): spares a read when signing
 
     # -- pure steps --------------------------------------------------------------------------------------------
@@ -268,7 +268,7 @@ class SessionStore:
     def _decode(self, sid: str, reply: Any) -> Session | None:
         """The data of a session from its hash's fields (None when it is not a session this store can read)."""
         if not reply:
-            self.cache._stats.add(self._scope, "misses")
+            self.cache.report.count("misses", self._scope)
             return None
         fields = dict(zip(reply[::2], reply[1::2]))
         lineage = fields.get(b"m:l", b"").decode(errors="replace")
@@ -291,12 +291,12 @@ class SessionStore:
             self._ignored(sid, "invalid", f"it cannot be decoded ({type(exc).__name__})")
             return None
         self._remember(sid, lineage)
-        self.cache._stats.add(self._scope, "hits")
+        self.cache.report.count("hits", self._scope)
         return data
 
     def _ignored(self, sid: str, counter: str, why: str) -> None:
-        self.cache._stats.add(self._scope, counter)
-        self.cache._errors.log(
+        self.cache.report.count(counter, self._scope)
+        self.cache.report.warn(
             f"session:{counter}", f"session {fingerprint(sid)} ignored (treated as no session): {why}"
         )
 
@@ -377,7 +377,7 @@ class SessionStore:
 
     def _written(self, reply: Any) -> bool:
         if reply == 1:
-            self.cache._stats.add(self._scope, "sets")
+            self.cache.report.count("sets", self._scope)
             return True
         return False
 
@@ -401,7 +401,7 @@ class SessionStore:
             else:
                 reply = client.execute_command(*call.args)  # type: ignore[no-untyped-call]
         finally:
-            self.cache._stats.roundtrip(self._scope, time.perf_counter() - started)
+            self.cache.report.roundtrip(time.perf_counter() - started, self._scope)
         breaker.success()
         return reply
 
@@ -410,7 +410,7 @@ class SessionStore:
         try:
             return self._run(call)
         except SERVER_ERRORS as exc:
-            self.cache._failed(f"session {operation}", exc, self._scope)
+            self.cache.report.failure(f"session {operation}", exc, self._scope)
             return _FAILED
 
     def _lineage(self, sid: str) -> str | None:
@@ -483,7 +483,7 @@ class SessionStore:
                 return None
             if reply == 1:
                 self._rotated(sid, new)
-                self.cache._stats.add(self._scope, "sets")
+                self.cache.report.count("sets", self._scope)
                 return new
         raise RuntimeError("no free session id after several fresh random ids: is secrets.token_urlsafe patched?")
 
@@ -495,9 +495,9 @@ class SessionStore:
         try:
             removed = self._run(self._destroy_call(sid))
         except SERVER_ERRORS as exc:
-            self.cache._failed("session destroy", exc, self._scope)
+            self.cache.report.failure("session destroy", exc, self._scope)
             raise self._not_destroyed("destroying a session", exc) from exc
-        self.cache._stats.add(self._scope, "deletes", int(removed))
+        self.cache.report.count("deletes", self._scope, int(removed))
         return bool(removed)
 
     def destroy_user(self, user_id: str | int | uuid.UUID) -> int:
@@ -507,9 +507,9 @@ class SessionStore:
         try:
             destroyed = int(self._run(call))
         except SERVER_ERRORS as exc:
-            self.cache._failed("session destroy_user", exc, self._scope)
+            self.cache.report.failure("session destroy_user", exc, self._scope)
             raise self._not_destroyed("destroying a user's sessions", exc) from exc
-        self.cache._stats.add(self._scope, "deletes", destroyed)
+        self.cache.report.count("deletes", self._scope, destroyed)
         return destroyed
 
     def exists(self, sid: str) -> bool:
@@ -532,7 +532,7 @@ class SessionStore:
             else:
                 reply = await connection.acommand(*call.args)
         finally:
-            self.cache._stats.roundtrip(self._scope, time.perf_counter() - started)
+            self.cache.report.roundtrip(time.perf_counter() - started, self._scope)
         breaker.success()
         return reply
 
@@ -540,7 +540,7 @@ class SessionStore:
         try:
             return await self._arun(call)
         except SERVER_ERRORS as exc:
-            self.cache._failed(f"session {operation}", exc, self._scope)
+            self.cache.report.failure(f"session {operation}", exc, self._scope)
             return _FAILED
 
     async def _alineage(self, sid: str) -> str | None:
@@ -607,7 +607,7 @@ class SessionStore:
                 return None
             if reply == 1:
                 self._rotated(sid, new)
-                self.cache._stats.add(self._scope, "sets")
+                self.cache.report.count("sets", self._scope)
                 return new
         raise RuntimeError("no free session id after several fresh random ids: is secrets.token_urlsafe patched?")
 
@@ -618,9 +618,9 @@ class SessionStore:
         try:
             removed = await self._arun(self._destroy_call(sid))
         except SERVER_ERRORS as exc:
-            self.cache._failed("session destroy", exc, self._scope)
+            self.cache.report.failure("session destroy", exc, self._scope)
             raise self._not_destroyed("destroying a session", exc) from exc
-        self.cache._stats.add(self._scope, "deletes", int(removed))
+        self.cache.report.count("deletes", self._scope, int(removed))
         return bool(removed)
 
     async def adestroy_user(self, user_id: str | int | uuid.UUID) -> int:
@@ -629,9 +629,9 @@ class SessionStore:
         try:
             destroyed = int(await self._arun(call))
         except SERVER_ERRORS as exc:
-            self.cache._failed("session destroy_user", exc, self._scope)
+            self.cache.report.failure("session destroy_user", exc, self._scope)
             raise self._not_destroyed("destroying a user's sessions", exc) from exc
-        self.cache._stats.add(self._scope, "deletes", destroyed)
+        self.cache.report.count("deletes", self._scope, destroyed)
         return destroyed
 
     async def aexists(self, sid: str) -> bool:
