@@ -16,7 +16,11 @@ def bulk(data: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
-def command(*parts: bytes | str | int) -> bytes:
-    """A whole command, e.g. ``command("SCRIPT", "LOAD", source)`` (``str`` as UTF-8, ``int`` as its digits)."""
-    encoded = [p if isinstance(p, bytes) else str(p).encode() for p in parts]
-    return b"*%d\r\n" % len(encoded) + b"".join(bulk(p) for p in encoded)
+def command(*parts: bytes | bytearray | str | int | float) -> bytes:
+    """A whole command, e.g. ``command("SCRIPT", "LOAD", source)`` (``str`` as UTF-8, numbers as their ``str``)."""
+    out = [b"*%d\r\n" % len(parts)]
+    append = out.append
+    for part in parts:
+        data = part if isinstance(part, (bytes, bytearray)) else str(part).encode()
+        append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
