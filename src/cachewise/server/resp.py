@@ -21,6 +21,9 @@ def command(*parts: bytes | bytearray | str | int | float) -> bytes:
     out = [b"*%d\r\n" % len(parts)]
     append = out.append
     for part in parts:
-        data = bytes(part) if isinstance(part, (bytes, bytearray)) else str(part).encode()
+        if type(part) is bytes:
+            data = part
+        else:
+            data = bytes(part) if isinstance(part, (bytes, bytearray)) else str(part).encode()
         append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(out)
