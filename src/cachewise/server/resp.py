@@ -23,7 +23,11 @@ def command(*parts: bytes | bytearray | str | int | float) -> bytes:
     for part in parts:
         if type(part) is bytes:
             data = part
+        elif type(part) is str:
+            data = part.encode()
+        elif isinstance(part, (bytes, bytearray)):
+            data = bytes(part)
         else:
-            data = bytes(part) if isinstance(part, (bytes, bytearray)) else str(part).encode()
+            data = str(part).encode()
         append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(out)
