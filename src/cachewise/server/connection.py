@@ -28,6 +28,7 @@ from ..errors import ConfigurationError
 from . import resp
 from .embedded import EmbeddedServer, release_server, shared_server
 from .notify import FillNotifier
+from .pool import LeanPool
 from .scripts import Script
 from .urls import ServerAddress, parse_url, redact
 
@@ -138,6 +139,12 @@ class Connection:
                 "redis://user:password@host:6379/0, with special characters in the password percent-encoded"
             ) from None
         self.sync: redis.Redis = redis.Redis(connection_pool=pool)
+        # The hot path's pool (pipelined/execute_packed/script): same connection class and options, leaner checkout.
+        self._lean = LeanPool(
+            lambda: pool.connection_class(**pool.connection_kwargs),
+            self.options.max_connections,
+            self.options.pool_timeout,
+        )
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = weakref.WeakKeyDictionary()
         self._last_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._last: _LoopClient | None = None
@@ -176,9 +183,9 @@ class Connection:
         this package's scripts (each is idempotent, or refuses a second write under a lease already spent).  A
         connection that fails mid-way is closed, never reused.
         """
-        pool = self.sync.connection_pool
+        pool = self._lean
         for attempt in (1, 2):
-            conn: Any = pool.get_connection()
+            conn = pool.get()
             replies: list[Any] = []
             try:
                 conn.send_packed_command([payload])
@@ -306,6 +313,8 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        with contextlib.suppress(Exception):
+            self._lean.close()
         with contextlib.suppress(Exception):
             self.sync.close()
             self.sync.connection_pool.disconnect()
