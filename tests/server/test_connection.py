@@ -220,24 +220,24 @@ def test_apipelined_after_the_server_dropped_our_connection(server_url: str, uni
             assert second_id != first_id and second_id in _client_ids(server_url, name)
             assert first_id not in _client_ids(server_url, name)
 
-            # and one dropped after the pool handed it out: apipelined's own retry
-            pool: Any = connection.async_client().connection_pool
-            real_get = pool.get_connection
+            # and one dropped after the loop's idle list handed it out: apipelined's own retry
+            loop_client_class: Any = type(connection._loop_client())
+            real_checkout = loop_client_class.checkout
             handed_out = 0
 
-            async def get_connection(*args: Any, **kwargs: Any) -> Any:
+            def checkout(self: Any) -> Any:
                 nonlocal handed_out
-                conn = await real_get(*args, **kwargs)
+                conn = real_checkout(self)
                 handed_out += 1
                 if handed_out == 1:
                     _kill(server_url, second_id)
                 return conn
 
-            pool.get_connection = get_connection
+            loop_client_class.checkout = checkout
             try:
                 third_id, value, echo = await connection.apipelined(payload, count)
             finally:
-                del pool.get_connection
+                loop_client_class.checkout = real_checkout
             assert handed_out == 2
             assert (value, echo) == (b"v", b"after") and third_id not in (first_id, second_id)
             assert await connection.apipelined(payload, count) == [third_id, b"v", b"after"]

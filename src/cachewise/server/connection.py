@@ -76,13 +76,23 @@ class _LoopClient:
     command) then costs an integer compare instead of a coroutine.  Only one event loop touches it.
     """
 
-    __slots__ = ("busy", "client", "size", "waiting")
+    __slots__ = ("busy", "client", "idle", "size", "waiting")
 
     def __init__(self, client: redis.asyncio.Redis, size: int) -> None:
         self.client = client
         self.size = size
         self.busy = 0
         self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: Idle connections of the packed-command path (:meth:`Connection.apipelined`): redis-py's asyncio pool
+        #: records metrics on every checkout; this list, bounded by ``busy``/``size``, does not.
+        self.idle: list[Any] = []
+
+    def checkout(self) -> Any:
+        """An idle connection of the packed-command path, or a new one (it connects on first use)."""
+        if self.idle:
+            return self.idle.pop()
+        pool: Any = self.client.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
 
     async def wait_for_slot(self, timeout: float) -> None:
         """Queue until a running command hands its slot over (``asyncio.TimeoutError`` after ``timeout``)."""
@@ -227,9 +237,8 @@ class Connection:
         """:meth:`pipelined` with the running loop's client (bounded like :meth:`acommand`)."""
         entry = await self._acquire()
         try:
-            pool: Any = entry.client.connection_pool
             for attempt in (1, 2):
-                conn = await pool.get_connection()
+                conn = entry.checkout()
                 replies: list[Any] = []
                 try:
                     await conn.send_packed_command([payload])
@@ -247,7 +256,7 @@ class Connection:
                     await conn.disconnect()
                     raise
                 finally:
-                    await pool.release(conn)
+                    entry.idle.append(conn)  # a disconnected one reconnects on its next use
             raise AssertionError("unreachable")  # pragma: no cover
         finally:
             entry.release()
@@ -332,6 +341,10 @@ class Connection:
         if self._last is entry:
             self._last_loop, self._last = None, None
         if entry is not None:
+            idle, entry.idle = entry.idle, []
+            for conn in idle:
+                with contextlib.suppress(Exception):
+                    await conn.disconnect()
             with contextlib.suppress(Exception):
                 await entry.client.aclose()
 
