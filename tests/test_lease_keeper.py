@@ -82,6 +82,53 @@ def test_keeper_sleeps_when_idle_and_close_stops_its_thread() -> None:
     assert "c" not in recorder.calls
 
 
+def test_a_shorter_lease_wakes_a_keeper_sleeping_for_a_longer_one() -> None:
+    recorder = Recorder([True])
+    keeper = LeaseKeeper()
+    keeper.hold(recorder.renew("long"), 30_000)  # the thread sleeps ~10 s for this one
+    time.sleep(0.05)
+    keeper.hold(recorder.renew("short"), 60)  # due in 20 ms: must not wait for the long one
+    assert recorder.called.acquire(timeout=2) and recorder.calls[0] == "short"
+    keeper.close()
+
+
+def test_a_lease_is_kept_for_at_most_its_waiters_budget() -> None:
+    recorder = Recorder([True])
+    keeper = LeaseKeeper()
+    keeper.hold(recorder.renew("hung"), 30, for_at_most=0.1)  # due every 10 ms, for 100 ms
+    time.sleep(0.3)
+    calls = len(recorder.calls)
+    time.sleep(0.1)
+    assert len(recorder.calls) == calls and 3 <= calls <= 12  # it stopped, after extending for ~100 ms
+    assert keeper.given_up == 1
+    keeper.close()
+
+
+def test_a_forked_child_gets_a_keeper_of_its_own() -> None:
+    import os
+
+    recorder = Recorder([True])
+    keeper = LeaseKeeper()
+    parent_held = keeper.hold(recorder.renew("parent"), 30)
+    assert recorder.called.acquire(timeout=2)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's thread does not exist here, nor its leases
+        try:
+            child = Recorder([True])
+            keeper.hold(child.renew("child"), 30)
+            ok = child.called.acquire(timeout=2) and set(child.calls) == {"child"}
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1" and status == 0
+    os.close(read)
+    keeper.drop(parent_held)
+    keeper.close()
+
+
 # -- against real servers -------------------------------------------------------------------------------------------
 def test_a_load_longer_than_its_lease_keeps_it_and_runs_once(
     server_url: str, unique_namespace: str, tmp_path: Path

@@ -209,11 +209,12 @@ class Cache:
         times = self._load_times.get(req.where)
         return (times or LoadTimes()).lease_ms(req.protection.lease_ttl)
 
-    def _hold(self, lease: tuple[str, tuple[str, ...], str, int] | None) -> Held | None:
-        """Keep the lease of a load that starts now alive until it ends (``lease`` as a flow's LOAD step gives it)."""
+    def _hold(self, lease: tuple[str, tuple[str, ...], str, int, float] | None) -> Held | None:
+        """Keep the lease of a load that starts now alive until it ends, for at most its waiters' budget (``lease``
+        as a flow's LOAD step gives it)."""
         if lease is None:
             return None
-        key, tag_tokens, token, lease_ms = lease
+        key, tag_tokens, token, lease_ms, budget = lease
         call = store.extend(self.keyspace, key, tag_tokens, token, lease_ms)
 
         def renew() -> bool:  # in the keeper's thread
@@ -223,7 +224,7 @@ class Cache:
                 self._failed("lease heartbeat", exc, None)
                 raise
 
-        return self._keeper.hold(renew, lease_ms)
+        return self._keeper.hold(renew, lease_ms, budget)
 
     def _loaded(self, req: flows.Request, seconds: float, *, leased: bool) -> None:
         stats = self._stats

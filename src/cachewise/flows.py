@@ -8,8 +8,8 @@ Steps (``(kind, *args)``):
 
 * ``(MGET, keys)`` → the reply list;  ``(SCRIPT, call)`` → the script's reply;
 * ``(LOAD, lease)`` → the loader's value (its exception is thrown in); ``lease`` is ``(key, tag tokens, token,
-  lease_ms)`` when the load holds a lease, kept alive while the loader runs (:mod:`cachewise.lease_keeper`), else
-  None;
+  lease_ms, the waiters' budget in s)`` when the load holds a lease, kept alive while the loader runs (for at most
+  that budget: :mod:`cachewise.lease_keeper`), else None;
 * ``(JOIN, entry key, timeout)`` → after waiting for another caller of this process that was loading the same key,
   its stored payload (bytes) when this caller may take it, else True; False when this caller now leads the key
   (the driver ends the lead when the flow ends);
@@ -183,7 +183,10 @@ def _load(cache: Cache, req: Request, token: str | None, lease_ms: int = 0) -> F
     scope = req.scope
     started = time.perf_counter()
     try:
-        value = yield (LOAD, (req.key, req.tokens, token, lease_ms) if token and lease_ms else None)
+        lease = (
+            (req.key, req.tokens, token, lease_ms, req.protection.wait_budget(lease_ms)) if token and lease_ms else None
+        )
+        value = yield (LOAD, lease)
         call = None
         if token is not None:
             seconds = time.perf_counter() - started

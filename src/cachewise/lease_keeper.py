@@ -8,15 +8,18 @@ so a lease voided by a delete or an invalidation is never brought back).  A hold
 its lease expires one TTL later, as before.
 
 One daemon thread per cache does the extending, with the sync client (also for asyncio loads: no event loop is
-involved).  Registering a load costs a dict insert, plus waking the thread when it was idle; a load shorter than a
-third of its lease is never extended.
+involved).  Registering a load costs a dict insert, plus waking the thread when the new lease is due before the
+time it sleeps until; a load shorter than a third of its lease is never extended.  In a forked child the keeper
+starts afresh (its thread and lock state were the parent's).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 __all__ = ["Held", "LeaseKeeper"]
@@ -25,46 +28,70 @@ __all__ = ["Held", "LeaseKeeper"]
 class Held:
     """One lease held by a load in progress."""
 
-    __slots__ = ("due", "id", "lease_ms", "renew")
+    __slots__ = ("due", "id", "lease_ms", "renew", "until")
 
-    def __init__(self, renew: Callable[[], bool], lease_ms: int, due: float, id: int) -> None:
+    def __init__(self, renew: Callable[[], bool], lease_ms: int, due: float, until: float, id: int) -> None:
         self.renew = renew
         self.lease_ms = lease_ms
-        #: When to extend next (``time.monotonic()``).
+        #: When to extend next, and the last moment to extend at all (``time.monotonic()``).
         self.due = due
+        self.until = until
         self.id = id
+
+
+#: Every keeper of this process, reset in a forked child (its thread and lock state are the parent's).
+_KEEPERS: weakref.WeakSet[LeaseKeeper] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for keeper in list(_KEEPERS):
+        keeper._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class LeaseKeeper:
     """Extends the leases of loads in progress.  Each lease comes with its ``renew()``, which extends it and returns
     whether it was still ours: False stops the heartbeat of that lease; an exception (the server is failing) is
-    retried a third of a TTL later, by which time the lease is either still ours or gone."""
+    retried a third of a TTL later, by which time the lease is either still ours or gone.  A lease is extended for
+    at most ``for_at_most`` seconds (the longest its waiters wait): a load that hangs then loses it, and one of the
+    waiters takes over, rather than all of them loading once their wait is over."""
 
     def __init__(self, name: str = "cachewise-leases") -> None:
         self._name = name
-        self._held: dict[int, Held] = {}
         self._ids = itertools.count()
-        self._cond = threading.Condition(threading.Lock())
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        #: Extensions sent, and heartbeats stopped because the lease was no longer ours (for tests and stats).
+        #: Extensions sent, heartbeats stopped because the lease was no longer ours, and leases let go because
+        #: their load outlasted ``for_at_most`` (for tests and stats).
         self.extended = 0
         self.lost = 0
+        self.given_up = 0
+        self._closed = False
+        self._reset()
+        _KEEPERS.add(self)
 
-    def hold(self, renew: Callable[[], bool], lease_ms: int) -> Held:
-        """Keep a lease of ``lease_ms`` alive (``renew()`` every third of it) until :meth:`drop`; call it when the
-        load starts."""
-        held = Held(renew, lease_ms, time.monotonic() + lease_ms / 3000, next(self._ids))
+    def _reset(self) -> None:
+        """A fresh lock, no leases, no thread (at start, and in a forked child)."""
+        self._held: dict[int, Held] = {}
+        self._cond = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._wake_at = float("inf")  # when the thread will look again (it is told sooner only when needed)
+
+    def hold(self, renew: Callable[[], bool], lease_ms: int, for_at_most: float = float("inf")) -> Held:
+        """Keep a lease of ``lease_ms`` alive (``renew()`` every third of it) until :meth:`drop`, for at most
+        ``for_at_most`` seconds; call it when the load starts."""
+        now = time.monotonic()
+        held = Held(renew, lease_ms, now + lease_ms / 3000, now + for_at_most, next(self._ids))
         with self._cond:
             if self._closed:
                 return held
-            was_idle = not self._held
             self._held[held.id] = held
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            elif was_idle:
-                self._cond.notify()
+            elif held.due < self._wake_at:
+                self._cond.notify()  # it sleeps until a later lease's time: have it look again now
         return held
 
     def drop(self, held: Held) -> None:
@@ -85,15 +112,22 @@ class LeaseKeeper:
     def _next(self) -> list[Held] | None:
         """Wait until some leases are due; those leases, or None when closed."""
         with self._cond:
-            while not self._closed:
+            while not self._closed and threading.current_thread() is self._thread:
                 if not self._held:
+                    self._wake_at = float("inf")
                     self._cond.wait()
                     continue
                 now = time.monotonic()
+                for held in [h for h in self._held.values() if h.until <= now]:
+                    del self._held[held.id]  # its waiters have stopped waiting: let the lease expire
+                    self.given_up += 1
                 due = [h for h in self._held.values() if h.due <= now]
                 if due:
+                    self._wake_at = now
                     return due
-                self._cond.wait(min(h.due for h in self._held.values()) - now)
+                if self._held:
+                    self._wake_at = min(h.due for h in self._held.values())
+                    self._cond.wait(self._wake_at - now)
             return None
 
     def _run(self) -> None:
