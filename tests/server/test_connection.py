@@ -379,3 +379,32 @@ def test_a_connection_lost_after_some_replies_is_not_sent_again(cache: Cache, ra
     asyncio.run(main())
     assert raw.get(counter) == b"2"
     assert cache.connection.pipelined(command("GET", counter), 1) == [b"2"]
+
+
+def test_a_command_in_flight_when_its_loop_pool_closes_does_not_leak_its_connection(
+    cache: Cache, unique_namespace: str
+) -> None:
+    connection = cache.connection
+
+    async def main() -> None:
+        entry = connection._loop_client()
+        used: list[Any] = []
+        real_checkout = type(entry).checkout
+
+        def checkout(self: Any) -> Any:
+            conn = real_checkout(self)
+            used.append(conn)
+            return conn
+
+        type(entry).checkout = checkout  # type: ignore[method-assign]
+        try:
+            slow = asyncio.create_task(connection.apipelined(command("BLPOP", f"{unique_namespace}:none", "0.3"), 1))
+            await asyncio.sleep(0.1)  # the BLPOP is on the wire
+            await connection.aclose_loop()
+            assert await slow == [None]
+        finally:
+            type(entry).checkout = real_checkout  # type: ignore[method-assign]
+        assert entry.closed and entry.idle == []  # not put back into the closed pool ...
+        assert len(used) == 1 and not used[0].is_connected  # ... and closed
+
+    asyncio.run(main())

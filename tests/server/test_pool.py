@@ -97,13 +97,44 @@ def test_a_forked_child_never_uses_the_parents_connections() -> None:
     assert pool.get() is parent  # the parent's pool is untouched
 
 
-def test_close_disconnects_idle_and_returning_connections() -> None:
-    pool = LeanPool(Conn, size=3, timeout=0.1)
+def test_close_disconnects_idle_and_returning_connections_and_the_pool_still_works() -> None:
+    pool = LeanPool(Conn, size=2, timeout=0.1)
     a, b = pool.get(), pool.get()
     pool.release(a)
     pool.close()
     assert a.disconnects == 1 and b.disconnects == 0
-    pool.release(b)  # in use at close: disconnected when it comes back
+    pool.release(b)  # in use at close: disconnected when it comes back, never reused
     assert b.disconnects == 1
-    with pytest.raises(RedisConnectionError, match="closed"):
-        pool.get()
+    c = pool.get()  # like redis-py's pools: new connections on demand after a close
+    assert c is not a and c is not b
+    pool.release(c)
+    assert pool.get() is c and c.disconnects == 0
+
+
+def test_a_fork_while_another_thread_holds_the_lock_does_not_hang_the_child() -> None:
+    pool = LeanPool(Conn, size=1, timeout=0.1)
+    held = threading.Event()
+    done = threading.Event()
+
+    def hog() -> None:
+        with pool._lock:
+            held.set()
+            done.wait(5)
+
+    thread = threading.Thread(target=hog)
+    thread.start()
+    assert held.wait(5)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ok = isinstance(pool.get(), Conn)  # the inherited lock was held: the child has a fresh one
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    done.set()
+    thread.join(5)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1" and status == 0
+    os.close(read)

@@ -76,7 +76,7 @@ class _LoopClient:
     command) then costs an integer compare instead of a coroutine.  Only one event loop touches it.
     """
 
-    __slots__ = ("busy", "client", "idle", "size", "waiting")
+    __slots__ = ("busy", "client", "closed", "idle", "size", "waiting")
 
     def __init__(self, client: redis.asyncio.Redis, size: int) -> None:
         self.client = client
@@ -86,6 +86,7 @@ class _LoopClient:
         #: Idle connections of the packed-command path (:meth:`Connection.apipelined`): redis-py's asyncio pool
         #: records metrics on every checkout; this list, bounded by ``busy``/``size``, does not.
         self.idle: list[Any] = []
+        self.closed = False
 
     def checkout(self) -> Any:
         """An idle connection of the packed-command path, or a new one (it connects on first use)."""
@@ -189,9 +190,11 @@ class Connection:
         RESP2).  An error reply takes its command's place as a ``ResponseError``, it is not raised.
 
         A connection found dead before any reply was read (say, it predates a server restart) is replaced and the
-        whole payload sent once more, as redis-py's own retry on a connection error does: safe for reads and for
-        this package's scripts (each is idempotent, or refuses a second write under a lease already spent).  A
-        connection that fails mid-way is closed, never reused.
+        whole payload sent once more, as redis-py's own retry on a connection error does.  Safe for reads and for
+        most of this package's scripts (idempotent, or refusing a second write under a lease already spent); a
+        rate-limit hit whose connection dropped after the server ran it but before its reply arrived is counted
+        twice, as it was with redis-py's retry.  A connection that fails mid-way is disconnected before it is
+        reused (it reconnects), so no reply of one call is ever read by another.
         """
         pool = self._lean
         for attempt in (1, 2):
@@ -256,7 +259,10 @@ class Connection:
                     await conn.disconnect()
                     raise
                 finally:
-                    entry.idle.append(conn)  # a disconnected one reconnects on its next use
+                    if entry.closed:  # the loop's pool was closed while this command ran
+                        await conn.disconnect()
+                    else:
+                        entry.idle.append(conn)  # a disconnected one reconnects on its next use
             raise AssertionError("unreachable")  # pragma: no cover
         finally:
             entry.release()
@@ -341,6 +347,7 @@ class Connection:
         if self._last is entry:
             self._last_loop, self._last = None, None
         if entry is not None:
+            entry.closed = True
             idle, entry.idle = entry.idle, []
             for conn in idle:
                 with contextlib.suppress(Exception):

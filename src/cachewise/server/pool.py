@@ -4,9 +4,13 @@ redis-py's ``BlockingConnectionPool`` records metrics and checks each connection
 ~7 µs a command here: a fifth of a cached hit.  This pool is a LIFO list under one lock: a checkout is a pop, a
 return an append.  What it keeps from redis-py: its connections (the same class and options as the cache's
 redis-py pool, so TLS, auth, timeouts and health checks are the same), a bound on their number with a wait of up to
-``timeout`` for a free one, and fork safety (a child process never uses its parent's sockets).  A connection that
-failed is disconnected by its user before it comes back (it reconnects on its next use), so no reply is ever left
-pending on an idle one; one that died while idle fails its next send and is replaced by the caller's single retry.
+``timeout`` for a free one, and fork safety (a child process starts with an empty pool and never uses, nor closes,
+its parent's sockets).  A connection that failed is disconnected by its user before it comes back (it reconnects
+on its next use), so no reply is ever left pending on an idle one; one that died while idle fails its next send
+and is replaced by the caller's single retry.
+
+:meth:`LeanPool.close` disconnects the idle connections and those in use as they come back; like redis-py's pools,
+the pool still works afterwards (it opens new connections on demand).
 """
 
 from __future__ import annotations
@@ -22,6 +26,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 __all__ = ["LeanPool"]
 
+#: Every pool of this process, reset in a forked child (its lock may have been held by a thread that is not there).
+_POOLS: weakref.WeakSet[LeanPool] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for pool in list(_POOLS):
+        pool._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
 
 class LeanPool:
     """At most ``size`` connections made by ``make()``; :meth:`get` waits up to ``timeout`` s for a free one."""
@@ -30,38 +46,44 @@ class LeanPool:
         self._make = make
         self._size = size
         self._timeout = timeout
+        self._generation = 0
+        self._reset()
+        _POOLS.add(self)
+
+    def _reset(self) -> None:
+        """An empty pool with a fresh lock (at start, and in a forked child: the parent's connections are not ours
+        to use or to close, so they are forgotten, not disconnected)."""
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)
         self._idle: list[Any] = []
         self._created = 0
         self._waiting = 0
         self._pid = os.getpid()
-        #: The connections made in this process (after a fork, the parent's are not in it).
-        self._owned: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._closed = False
+        self._generation += 1
+        #: The generation each live connection was made in: one of an earlier generation (before a close, or the
+        #: parent's) is never put back.
+        self._born: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
     def get(self) -> Any:
         """A connection (connected on first use); give it back with :meth:`release`."""
         with self._lock:
-            if self._pid != os.getpid():
-                self._forget_parent()
             if self._idle:
                 return self._idle.pop()
-            if self._closed:
-                raise RedisConnectionError("the cache's connection pool is closed")
             if self._created >= self._size:
                 self._wait()
                 if self._idle:
                     return self._idle.pop()
             self._created += 1
+            generation = self._generation
         try:
             conn = self._make()
         except BaseException:
             with self._lock:
-                self._created -= 1
+                if generation == self._generation:
+                    self._created -= 1
             raise
         with self._lock:
-            self._owned.add(conn)
+            self._born[conn] = generation
         return conn
 
     def _wait(self) -> None:
@@ -71,7 +93,7 @@ class LeanPool:
         try:
             while not self._idle and self._created >= self._size:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._closed:
+                if left <= 0:
                     raise RedisConnectionError(
                         f"no free connection to the cache server within {self._timeout:g} s (all {self._size} in "
                         "use): raise max_connections or pool_timeout"
@@ -83,46 +105,34 @@ class LeanPool:
     def release(self, conn: Any) -> None:
         """Give ``conn`` back (disconnect it first if a reply may still be pending on it)."""
         with self._lock:
-            if self._pid != os.getpid():
-                self._forget_parent()
-            if conn not in self._owned:
-                return  # a connection of the parent process: never reused here
-            if self._closed:
-                conn.disconnect()
-                self._owned.discard(conn)
-                self._created -= 1
+            if self._born.get(conn) == self._generation:
+                self._idle.append(conn)
+                if self._waiting:
+                    self._freed.notify()
                 return
-            self._idle.append(conn)
-            if self._waiting:
-                self._freed.notify()
+            stale = conn in self._born  # made before a close: ours to close; absent: the parent process's
+            self._born.pop(conn, None)
+        if stale:
+            conn.disconnect()
 
     def discard(self, conn: Any) -> None:
         """``conn`` is not coming back: disconnect it and free its slot."""
         with self._lock:
-            if self._pid != os.getpid():
-                self._forget_parent()
-            if conn not in self._owned:
-                return  # a connection of the parent process: its socket is the parent's to close
-            self._owned.discard(conn)
-            self._created -= 1
-            if self._waiting:
-                self._freed.notify()
+            born = self._born.pop(conn, None)
+            if born is None:
+                return  # the parent process's: its socket is the parent's to close
+            if born == self._generation:
+                self._created -= 1
+                if self._waiting:
+                    self._freed.notify()
         conn.disconnect()
 
-    def _forget_parent(self) -> None:
-        """In a forked child: drop the parent's connections without closing them (the parent still uses them)."""
-        self._idle = []
-        self._owned = weakref.WeakSet()
-        self._created = 0
-        self._waiting = 0
-        self._pid = os.getpid()
-
     def close(self) -> None:
-        """Disconnect the idle connections; those in use are disconnected when they come back."""
+        """Disconnect the idle connections now and those in use when they come back; new ones open on demand."""
         with self._lock:
-            self._closed = True
             idle, self._idle = self._idle, []
-            self._created -= len(idle)
+            self._created = 0
+            self._generation += 1
             self._freed.notify_all()
         for conn in idle:
             conn.disconnect()
