@@ -93,6 +93,7 @@ _KEY_MEMO_SIZE = 4096
 MAX_IDENTITY_CHARS = 256
 
 SCRIPT = Script.beside(__name__.rpartition(".")[0], "ratelimit.lua")
+_LOAD = resp.command("SCRIPT", "LOAD", SCRIPT.source)
 
 
 # -- policy: limits, keys, arguments, replies (pure) ----------------------------------------------------------------
@@ -435,8 +436,9 @@ class RateLimiter:
         try:
             try:
                 reply = self._connection.execute_packed(payload)
-            except NoScriptError:  # the server restarted or flushed its scripts: SCRIPT loads it and calls again
-                reply = self._connection.script(SCRIPT, self.keys(identity), self._args(cost))
+            except NoScriptError:  # the server restarted or flushed its scripts: load it, send the hit again
+                self._connection.execute_packed(_LOAD)
+                reply = self._connection.execute_packed(payload)
         except SERVER_ERRORS as exc:
             return self._degraded(exc, cost)
         self._breaker.success()
@@ -479,7 +481,8 @@ class RateLimiter:
             try:
                 reply = await self._connection.aexecute_packed(payload)
             except NoScriptError:  # see hit()
-                reply = await self._connection.ascript(SCRIPT, self.keys(identity), self._args(cost))
+                await self._connection.aexecute_packed(_LOAD)
+                reply = await self._connection.aexecute_packed(payload)
         except SERVER_ERRORS as exc:
             return self._degraded(exc, cost)
         self._breaker.success()

@@ -215,8 +215,10 @@ def test_a_row_that_cannot_be_encoded_raises_after_the_batches_before_it_are_wri
         yield {"user_id": 11, "v": float("nan")}  # orjson writes NaN as null: fine
         yield {"user_id": 12, "v": object()}  # cannot be encoded: raised before anything of its batch is sent
 
+    seen: list[int] = []
     with pytest.raises(SerializationError, match="feature 'v' of user 12: a object cannot be stored"):
-        store.materialize(bad())
+        store.materialize(bad(), progress=seen.append)
+    assert seen == [10]  # the batch confirmed before the bad row is reported
     assert store.get(10) == {"v": 10}  # the first batch is written
     assert store.get(11) == {"v": 11}  # the second batch was never sent (the first run's value stands)
 

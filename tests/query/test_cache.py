@@ -433,3 +433,15 @@ def test_a_query_slower_than_its_lease_still_runs_once(cache: Cache, engine: sa.
     assert all(r == results[0] for r in results) and len(results[0]) == len(REGIONS)
     assert cache.stats().total.refused_writes == 0 and cache._keeper.extended >= 2
     assert qc.rows(sql, {"delay": 1.2}) == results[0] and len(executed) == 1  # stored: a hit
+
+
+def test_dataframes_ask_for_distinct_column_names(cache: Cache, engine: sa.Engine, sales: sa.Table) -> None:
+    from cachewise.errors import ConfigurationError
+
+    qc = QueryCache(cache, engine, ttl=60)
+    sql = f"SELECT a.id, b.id FROM {sales.name} a JOIN {sales.name} b ON a.id = b.id WHERE a.id < 3"
+    for read in (qc.polars, qc.dataframe, qc.rows):  # never one value silently dropped
+        with pytest.raises(ConfigurationError, match="give the repeated ones an alias"):
+            read(sql)
+    fixed = f"SELECT a.id AS a_id, b.id AS b_id FROM {sales.name} a JOIN {sales.name} b ON a.id = b.id WHERE a.id < 3"
+    assert qc.polars(fixed).columns == ["a_id", "b_id"]

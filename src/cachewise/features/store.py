@@ -196,8 +196,12 @@ class FeatureStore:
                 try:
                     payload = self._encoder.encode(batch)
                 except Exception:
-                    if in_flight:  # confirm the batches before the bad row before reporting it
-                        self._await_batch(conn, in_flight)
+                    if in_flight:  # confirm (and report) the batch before the bad row, then raise the row's error
+                        done += self._await_batch(conn, in_flight)
+                        batches += 1
+                        in_flight = 0
+                        if progress is not None:
+                            progress(done)
                     raise
                 rows = len(batch)
                 del batch

@@ -57,6 +57,15 @@ Row = dict[str, Any]
 _FRAME_SUFFIX: dict[frames.Kind, str] = {"pandas": ":df", "polars": ":pl"}
 
 
+def _distinct(columns: list[str], what: str) -> None:
+    """Refuse repeated column names (one of the values would be lost, or the frame could not be stored)."""
+    if len(set(columns)) != len(columns):
+        raise ConfigurationError(
+            f"{what} needs distinct column names; this query returns {columns}: give the repeated ones an alias "
+            "(SELECT a.id AS a_id, b.id AS b_id ...)"
+        )
+
+
 class QueryCache:
     """Cached SQL query results over a SQLAlchemy (sync) ``engine``.
 
@@ -134,6 +143,7 @@ class QueryCache:
         self._count("executions")
         with self.engine.connect() as conn:
             result = conn.execute(text(sql), dict(params or {}))
+            _distinct(list(result.keys()), "a row is a dict, which")
             return [dict(row._mapping) for row in result]
 
     def _fetch_frame(self, kind: frames.Kind, sql: str, params: Mapping[str, Any] | None) -> Any:
@@ -144,6 +154,7 @@ class QueryCache:
             result = conn.execute(text(sql), dict(params or {}))
             columns = list(result.keys())
             records = [tuple(row) for row in result]
+        _distinct(columns, "a DataFrame is stored as Arrow, which")
         if kind == "polars":
             import polars as pl
 
