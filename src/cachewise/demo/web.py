@@ -95,7 +95,10 @@ def sessions(console: Console, cache: Cache) -> SessionResult:
     rotated = store.rotate(first)
     old_dead = store.get(first) is None and rotated is not None and store.get(rotated) is not None
     destroyed = store.destroy_user("7")
-    result = SessionResult(len(first), ttl_after >= ttl_before, old_dead, destroyed, mean_ms)
+    # Without renewals the TTL would have lost the 50 ms slept and more; PTTL counts whole ms, so a renewed TTL may
+    # read 1 ms below the first reading (comparing with >= failed about one run in a few dozen).
+    renewed = ttl_after > ttl_before - 25
+    result = SessionResult(len(first), renewed, old_dead, destroyed, mean_ms)
     table = new_table(TITLES[8], "session", "result")
     table.add_row("id", f"{len(first)} URL-safe characters from secrets (>= 128 bits), never from user data")
     table.add_row("read (renews the idle TTL, capped at 12 h)", format_ms(mean_ms))
