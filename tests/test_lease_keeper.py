@@ -13,7 +13,7 @@ import pytest
 
 from cachewise import Cache, Protection
 from cachewise.lease_keeper import LeaseKeeper
-from tests.processes import run_together
+from tests.processes import in_forked_child, run_together
 
 
 # -- the keeper alone ----------------------------------------------------------------------------------------------
@@ -105,26 +105,17 @@ def test_a_lease_is_kept_for_at_most_its_waiters_budget() -> None:
 
 
 def test_a_forked_child_gets_a_keeper_of_its_own() -> None:
-    import os
-
     recorder = Recorder([True])
     keeper = LeaseKeeper()
     parent_held = keeper.hold(recorder.renew("parent"), 30)
     assert recorder.called.acquire(timeout=2)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: the parent's thread does not exist here, nor its leases
-        try:
-            child = Recorder([True])
-            keeper.hold(child.renew("child"), 30)
-            ok = child.called.acquire(timeout=2) and set(child.calls) == {"child"}
-            os.write(write, b"1" if ok else b"0")
-        finally:
-            os._exit(0)
-    os.close(write)
-    _, status = os.waitpid(pid, 0)
-    assert os.read(read, 1) == b"1" and status == 0
-    os.close(read)
+
+    def child() -> bool:  # the parent's thread does not exist here, nor its leases
+        mine = Recorder([True])
+        keeper.hold(mine.renew("child"), 30)
+        return mine.called.acquire(timeout=2) and set(mine.calls) == {"child"}
+
+    assert in_forked_child(child)
     keeper.drop(parent_held)
     keeper.close()
 

@@ -16,11 +16,11 @@ starts afresh (its thread and lock state were the parent's).
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
+
+from .forks import reset_in_child
 
 __all__ = ["Held", "LeaseKeeper"]
 
@@ -37,19 +37,6 @@ class Held:
         self.due = due
         self.until = until
         self.id = id
-
-
-#: Every keeper of this process, reset in a forked child (its thread and lock state are the parent's).
-_KEEPERS: weakref.WeakSet[LeaseKeeper] = weakref.WeakSet()
-
-
-def _reset_after_fork() -> None:
-    for keeper in list(_KEEPERS):
-        keeper._reset()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class LeaseKeeper:
@@ -69,7 +56,7 @@ class LeaseKeeper:
         self.given_up = 0
         self._closed = False
         self._reset()
-        _KEEPERS.add(self)
+        reset_in_child(self)
 
     def _reset(self) -> None:
         """A fresh lock, no leases, no thread (at start, and in a forked child)."""

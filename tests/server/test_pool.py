@@ -4,7 +4,6 @@ redis-py's, exercised against real servers by every other test."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -12,6 +11,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cachewise.server.pool import LeanPool
+from tests.processes import in_forked_child
 
 
 class Conn:
@@ -79,21 +79,14 @@ def test_a_forked_child_never_uses_the_parents_connections() -> None:
     pool = LeanPool(Conn, size=1, timeout=0.1)
     parent = pool.get()
     pool.release(parent)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: a new connection, the parent's neither reused nor disconnected
-        try:
-            child = pool.get()
-            pool.release(parent)  # a connection of the parent process coming back here is ignored
-            pool.release(child)
-            ok = child is not parent and parent.disconnects == 0 and pool.get() is child
-            os.write(write, b"1" if ok else b"0")
-        finally:
-            os._exit(0)
-    os.close(write)
-    _, status = os.waitpid(pid, 0)
-    assert os.read(read, 1) == b"1" and status == 0
-    os.close(read)
+
+    def child() -> bool:  # a new connection; the parent's neither reused nor disconnected
+        mine = pool.get()
+        pool.release(parent)  # a connection of the parent process coming back here is ignored
+        pool.release(mine)
+        return mine is not parent and parent.disconnects == 0 and pool.get() is mine
+
+    assert in_forked_child(child)
     assert pool.get() is parent  # the parent's pool is untouched
 
 
@@ -124,17 +117,8 @@ def test_a_fork_while_another_thread_holds_the_lock_does_not_hang_the_child() ->
     thread = threading.Thread(target=hog)
     thread.start()
     assert held.wait(5)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            ok = isinstance(pool.get(), Conn)  # the inherited lock was held: the child has a fresh one
-            os.write(write, b"1" if ok else b"0")
-        finally:
-            os._exit(0)
-    done.set()
-    thread.join(5)
-    os.close(write)
-    _, status = os.waitpid(pid, 0)
-    assert os.read(read, 1) == b"1" and status == 0
-    os.close(read)
+    try:
+        assert in_forked_child(lambda: isinstance(pool.get(), Conn))  # the inherited lock was held: a fresh one
+    finally:
+        done.set()
+        thread.join(5)

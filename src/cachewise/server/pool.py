@@ -24,19 +24,9 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from ..forks import reset_in_child
+
 __all__ = ["LeanPool"]
-
-#: Every pool of this process, reset in a forked child (its lock may have been held by a thread that is not there).
-_POOLS: weakref.WeakSet[LeanPool] = weakref.WeakSet()
-
-
-def _reset_after_fork() -> None:
-    for pool in list(_POOLS):
-        pool._reset()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class LeanPool:
@@ -48,7 +38,7 @@ class LeanPool:
         self._timeout = timeout
         self._generation = 0
         self._reset()
-        _POOLS.add(self)
+        reset_in_child(self)
 
     def _reset(self) -> None:
         """An empty pool with a fresh lock (at start, and in a forked child: the parent's connections are not ours
