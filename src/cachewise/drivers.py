@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import flows
 from .failures import CircuitOpen
 from .local_flights import Flight
+from .server import resp
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -60,7 +61,7 @@ def _step(
         if not cache._breaker.allow():
             raise CircuitOpen("circuit breaker open")
         started = time.perf_counter()
-        reply = cache._sync.execute_command("MGET", *step[1])  # type: ignore[no-untyped-call]
+        reply = cache.connection.execute_packed(resp.command("MGET", *step[1]))
         cache._stats.roundtrip(None, time.perf_counter() - started)
         return reply, lead
     if kind == flows.SCRIPT:
@@ -133,7 +134,7 @@ async def _astep(
         if not cache._breaker.allow():
             raise CircuitOpen("circuit breaker open")
         started = time.perf_counter()
-        reply = await cache.connection.acommand("MGET", *step[1])
+        reply = await cache.connection.aexecute_packed(resp.command("MGET", *step[1]))
         cache._stats.roundtrip(None, time.perf_counter() - started)
         return reply, lead
     if kind == flows.SCRIPT:

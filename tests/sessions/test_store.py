@@ -100,12 +100,18 @@ def test_forged_ids_never_reach_the_server(store: SessionStore, cache: Cache, mo
     sent: list[Any] = []
     client = cache.connection.sync
     real = client.execute_command
+    real_pipelined = cache.connection.pipelined
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         sent.append(args[0])
         return real(*args, **kwargs)  # type: ignore[no-untyped-call]
 
+    def packed_spy(payload: bytes, count: int) -> Any:  # scripts and other pre-packed commands
+        sent.append(payload)
+        return real_pipelined(payload, count)
+
     monkeypatch.setattr(client, "execute_command", spy)
+    monkeypatch.setattr(cache.connection, "pipelined", packed_spy)
     for forged in FORGED:
         forged = cast(str, forged)
         assert store.get(forged) is None
@@ -129,6 +135,7 @@ async def test_forged_ids_never_reach_the_server_async(
 
     monkeypatch.setattr(cache.connection, "acommand", spy)
     monkeypatch.setattr(cache.connection, "ascript", spy)
+    monkeypatch.setattr(cache.connection, "apipelined", spy)
     for forged in FORGED:
         forged = cast(str, forged)
         assert await store.aget(forged) is None

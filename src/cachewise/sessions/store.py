@@ -393,13 +393,13 @@ class SessionStore:
         breaker = self.cache.connection.breaker
         if not breaker.allow():
             raise CircuitOpen("circuit breaker open")
-        client = self.cache.connection.sync
+        connection = self.cache.connection
         started = time.perf_counter()
         try:
             if call.script is not None:
-                reply = call.script(client, call.keys, call.args)
+                reply = connection.script(call.script, call.keys, call.args)
             else:
-                reply = client.execute_command(*call.args)  # type: ignore[no-untyped-call]
+                reply = connection.sync.execute_command(*call.args)  # type: ignore[no-untyped-call]
         finally:
             self.cache.report.roundtrip(time.perf_counter() - started, self._scope)
         breaker.success()
