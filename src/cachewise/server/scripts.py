@@ -1,26 +1,19 @@
 """Server-side Lua scripts: kept as ``.lua`` files beside the module that uses them, loaded once, called by SHA.
 
-A server that restarted (or ran ``SCRIPT FLUSH``) answers ``NOSCRIPT``; the script is then loaded again and the
-call retried once.
+A :class:`Script` is the source and its SHA; :meth:`cachewise.server.connection.Connection.script` runs it (and,
+when a server that restarted or ran ``SCRIPT FLUSH`` answers ``NOSCRIPT``, loads it and calls again).
 """
 
 from __future__ import annotations
 
 import hashlib
 from importlib import resources
-from typing import Any
-
-from redis.asyncio import Redis as AsyncRedis
-from redis.client import Redis
-from redis.exceptions import NoScriptError
 
 __all__ = ["Script"]
 
-KeyOrArg = str | bytes | int | float
-
 
 class Script:
-    """One Lua script; call it with a sync or an asyncio redis-py client."""
+    """One Lua script: its source and SHA (run it with ``Connection.script`` / ``ascript``)."""
 
     __slots__ = ("name", "sha", "source")
 
@@ -38,20 +31,6 @@ class Script:
         if prelude is not None:
             source = folder.joinpath(prelude).read_text(encoding="utf-8") + "\n" + source
         return cls(source, filename)
-
-    def __call__(self, client: Redis, keys: list[str], args: list[KeyOrArg]) -> Any:
-        try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            client.script_load(self.source)
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-
-    async def acall(self, client: AsyncRedis, keys: list[str], args: list[KeyOrArg]) -> Any:
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
 
     def __repr__(self) -> str:
         return f"Script({self.name!r}, sha={self.sha[:12]})"

@@ -62,7 +62,7 @@ _NTAGS = 6
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One script call: run it as ``call.script(client, call.keys, call.args)``."""
+    """One script call: run it as ``connection.script(call.script, call.keys, call.args)``."""
 
     script: Script
     keys: list[str]
