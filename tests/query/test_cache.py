@@ -396,6 +396,20 @@ def test_oversize_results_are_returned_whole_and_not_cached(
     qc.rows(small)
     assert len(executed) == 4  # small results are cached as usual
 
+    # the oversize marker sends every later reader to the database, whole: frames, and from asyncio too
+    pd.testing.assert_frame_equal(qc.dataframe(sql, {"year": 2026}), df)
+
+    async def again() -> tuple[list[dict[str, Any]], Any]:
+        try:
+            return await qc.arows(sql, {"year": 2026}), await qc.adataframe(sql, {"year": 2026})
+        finally:
+            await cache.connection.aclose_loop()
+
+    async_rows, async_df = asyncio.run(again())
+    assert async_rows == first
+    pd.testing.assert_frame_equal(async_df, df)
+    assert len(executed) == 7
+
 
 def test_refresh_every_aligns_expiry(cache: Cache, engine: sa.Engine, sales: sa.Table) -> None:
     qc = QueryCache(cache, engine, refresh_every=dt.timedelta(hours=1))

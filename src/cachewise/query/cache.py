@@ -32,7 +32,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigurationError
 from ..ttl import AlignedTTL, TTLLike, resolve_ttl_ms, to_seconds
@@ -52,9 +52,12 @@ log = logging.getLogger("cachewise.query")
 
 _OVERSIZE = "query-oversize"
 Row = dict[str, Any]
-#: The key suffix of each kind of stored DataFrame (a pandas and a polars frame of one query are two entries: each
+#: What a read returns: rows (dicts), or a DataFrame of one library.
+Form = Literal["rows", "pandas", "polars"]
+#: The key suffix of each form: the rows and a pandas and a polars frame of one query are three entries (each frame
 #: keeps its own library's dtypes).
-_FRAME_SUFFIX: dict[frames.Kind, str] = {"pandas": ":df", "polars": ":pl"}
+_SUFFIX: dict[Form, str] = {"rows": "", "pandas": ":df", "polars": ":pl"}
+_REFETCH = object()
 
 
 def _distinct(columns: list[str], what: str) -> None:
@@ -191,12 +194,20 @@ class QueryCache:
     def _oversize_marker(value: Any) -> bool:
         return isinstance(value, dict) and value.get("format") == _OVERSIZE
 
-    def _encoded_frame(self, kind: frames.Kind, sql: str, params: Mapping[str, Any] | None) -> dict[str, str]:
-        return frames.to_cache_value(self._fetch_frame(kind, sql, params))
+    def _fetch(self, form: Form, sql: str, params: Mapping[str, Any] | None) -> Any:
+        """What the cache stores for ``form``: the rows, or the frame as a cache value."""
+        if form == "rows":
+            return self._fetch_rows(sql, params)
+        return frames.to_cache_value(self._fetch_frame(form, sql, params))
 
-    def _stored_rows(self, sql: str, params: Mapping[str, Any] | None) -> list[Row]:
-        rows: list[Row] = self.cache.serializer.loads(self.cache.serializer.dumps(self._fetch_rows(sql, params)))
-        return rows
+    def _stored(self, form: Form, sql: str, params: Mapping[str, Any] | None) -> Any:
+        """A fresh run of the query in the form every caller gets (for a result too large to cache)."""
+        value = self._fetch(form, sql, params)
+        return value if form != "rows" else self.cache.serializer.loads(self.cache.serializer.dumps(value))
+
+    @staticmethod
+    def _finish(form: Form, value: Any) -> Any:
+        return value if form == "rows" else frames.from_cache_value(value)
 
     def _get_or_load(self, key: str, load: Callable[[], Any], ttl: TTLLike | None, tags: Iterable[str]) -> Any:
         chosen = ttl if ttl is not None else self.ttl
@@ -212,14 +223,51 @@ class QueryCache:
             key, load, chosen, tags=self.table_tags(tags), lease_ttl=self.lease_ttl, max_wait=self.max_wait
         )
 
-    def _settle(self, value: Any, box: dict[str, Any], refetch: Callable[[], Any]) -> Any:
-        """The result of a read: this caller's own load when it ran one, else the cached value, or (for a result
-        too large to cache, stored as a marker) a fresh run of the query."""
+    def _pick(self, value: Any, box: dict[str, Any]) -> Any:
+        """The result of a read: this caller's own load when it ran one, else the cached value; ``_REFETCH`` for a
+        result too large to cache (stored as a marker: run the query again)."""
         if "value" in box:
             return box["value"]
-        if self._oversize_marker(value):
-            return refetch()
-        return value
+        return _REFETCH if self._oversize_marker(value) else value
+
+    def _read(
+        self,
+        form: Form,
+        sql: str,
+        params: Mapping[str, Any] | None,
+        ttl: TTLLike | None,
+        tags: Iterable[str],
+        context: Any,
+    ) -> Any:
+        key = self.key_for(sql, params, context=context) + _SUFFIX[form]
+        box: dict[str, Any] = {}
+        load = self._loader(key, lambda: self._fetch(form, sql, params), box)
+        value = self._pick(self._get_or_load(key, load, ttl, tags), box)
+        if value is _REFETCH:
+            value = self._stored(form, sql, params)
+        return self._finish(form, value)
+
+    async def _aread(
+        self,
+        form: Form,
+        sql: str,
+        params: Mapping[str, Any] | None,
+        ttl: TTLLike | None,
+        tags: Iterable[str],
+        context: Any,
+    ) -> Any:
+        """:meth:`_read` for asyncio: the query, and decoding a frame, run in a worker thread."""
+        key = self.key_for(sql, params, context=context) + _SUFFIX[form]
+        box: dict[str, Any] = {}
+        load = self._loader(key, lambda: self._fetch(form, sql, params), box)
+
+        async def aload() -> Any:
+            return await asyncio.to_thread(load)
+
+        value = self._pick(await self._aget_or_load(key, aload, ttl, tags), box)
+        if value is _REFETCH:
+            value = await asyncio.to_thread(self._stored, form, sql, params)
+        return value if form == "rows" else await asyncio.to_thread(self._finish, form, value)
 
     # -- reads -----------------------------------------------------------------------------------------------------
     def rows(
@@ -232,11 +280,7 @@ class QueryCache:
         context: Any = None,
     ) -> list[Row]:
         """The rows of ``sql`` with ``params`` (a list of column → value dicts), from the cache when there."""
-        key = self.key_for(sql, params, context=context)
-        box: dict[str, Any] = {}
-        load = self._loader(key, lambda: self._fetch_rows(sql, params), box)
-        value = self._settle(self._get_or_load(key, load, ttl, tags), box, lambda: self._stored_rows(sql, params))
-        rows: list[Row] = value
+        rows: list[Row] = self._read("rows", sql, params, ttl, tags, context)
         return rows
 
     def dataframe(
@@ -249,7 +293,7 @@ class QueryCache:
         context: Any = None,
     ) -> pd.DataFrame:
         """The result of ``sql`` as a pandas DataFrame, stored as Arrow IPC (dtypes kept)."""
-        return self._frame("pandas", sql, params, ttl, tags, context)
+        return self._read("pandas", sql, params, ttl, tags, context)
 
     def polars(
         self,
@@ -261,24 +305,8 @@ class QueryCache:
         context: Any = None,
     ) -> pl.DataFrame:
         """The result of ``sql`` as a polars DataFrame (needs ``polars``), stored as Arrow IPC (dtypes kept)."""
-        frame: pl.DataFrame = self._frame("polars", sql, params, ttl, tags, context)
+        frame: pl.DataFrame = self._read("polars", sql, params, ttl, tags, context)
         return frame
-
-    def _frame(
-        self,
-        kind: frames.Kind,
-        sql: str,
-        params: Mapping[str, Any] | None,
-        ttl: TTLLike | None,
-        tags: Iterable[str],
-        context: Any,
-    ) -> Any:
-        key = self.key_for(sql, params, context=context) + _FRAME_SUFFIX[kind]
-        box: dict[str, Any] = {}
-        load = self._loader(key, lambda: self._encoded_frame(kind, sql, params), box)
-        refetch = lambda: self._encoded_frame(kind, sql, params)  # noqa: E731
-        value = self._settle(self._get_or_load(key, load, ttl, tags), box, refetch)
-        return frames.from_cache_value(value)
 
     async def arows(
         self,
@@ -290,19 +318,7 @@ class QueryCache:
         context: Any = None,
     ) -> list[Row]:
         """Async :meth:`rows`: on a miss the query runs in a worker thread."""
-        key = self.key_for(sql, params, context=context)
-        box: dict[str, Any] = {}
-        load = self._loader(key, lambda: self._fetch_rows(sql, params), box)
-
-        async def aload() -> Any:
-            return await asyncio.to_thread(load)
-
-        value = await self._aget_or_load(key, aload, ttl, tags)
-        if "value" in box:
-            value = box["value"]
-        elif self._oversize_marker(value):
-            value = await asyncio.to_thread(self._stored_rows, sql, params)
-        rows: list[Row] = value
+        rows: list[Row] = await self._aread("rows", sql, params, ttl, tags, context)
         return rows
 
     async def adataframe(
@@ -315,7 +331,7 @@ class QueryCache:
         context: Any = None,
     ) -> pd.DataFrame:
         """Async :meth:`dataframe`: on a miss the query runs in a worker thread."""
-        return await self._aframe("pandas", sql, params, ttl, tags, context)
+        return await self._aread("pandas", sql, params, ttl, tags, context)
 
     async def apolars(
         self,
@@ -327,37 +343,14 @@ class QueryCache:
         context: Any = None,
     ) -> pl.DataFrame:
         """Async :meth:`polars`: on a miss the query runs in a worker thread."""
-        frame: pl.DataFrame = await self._aframe("polars", sql, params, ttl, tags, context)
+        frame: pl.DataFrame = await self._aread("polars", sql, params, ttl, tags, context)
         return frame
-
-    async def _aframe(
-        self,
-        kind: frames.Kind,
-        sql: str,
-        params: Mapping[str, Any] | None,
-        ttl: TTLLike | None,
-        tags: Iterable[str],
-        context: Any,
-    ) -> Any:
-        key = self.key_for(sql, params, context=context) + _FRAME_SUFFIX[kind]
-        box: dict[str, Any] = {}
-        load = self._loader(key, lambda: self._encoded_frame(kind, sql, params), box)
-
-        async def aload() -> Any:
-            return await asyncio.to_thread(load)
-
-        value = await self._aget_or_load(key, aload, ttl, tags)
-        if "value" in box:
-            value = box["value"]
-        elif self._oversize_marker(value):
-            value = await asyncio.to_thread(self._encoded_frame, kind, sql, params)
-        return await asyncio.to_thread(frames.from_cache_value, value)
 
     # -- invalidation ----------------------------------------------------------------------------------------------
     def invalidate(self, sql: str, params: Mapping[str, Any] | None = None, *, context: Any = None) -> bool:
         """Drop the cached rows and DataFrames (pandas and polars) of one query; True when any was cached."""
         key = self.key_for(sql, params, context=context)
-        return any([self.cache.delete(key + suffix) for suffix in ("", *_FRAME_SUFFIX.values())])
+        return any([self.cache.delete(key + suffix) for suffix in _SUFFIX.values()])
 
     def invalidate_tags(self, *tables: str) -> int:
         """Make every cached query tagged with any of ``tables`` a miss (one call); how many tags were in use."""
@@ -366,7 +359,7 @@ class QueryCache:
     async def ainvalidate(self, sql: str, params: Mapping[str, Any] | None = None, *, context: Any = None) -> bool:
         """Async :meth:`invalidate`."""
         key = self.key_for(sql, params, context=context)
-        return any([await self.cache.adelete(key + suffix) for suffix in ("", *_FRAME_SUFFIX.values())])
+        return any([await self.cache.adelete(key + suffix) for suffix in _SUFFIX.values()])
 
     async def ainvalidate_tags(self, *tables: str) -> int:
         """Async :meth:`invalidate_tags`."""
