@@ -62,16 +62,16 @@ import inspect
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 import orjson
 
 from ..errors import ConfigurationError, InvalidKeyError
 from ..ratelimit import Decision, Limit, RateLimiter
 from .client import ProxySpec, TrustedProxies, client_ip
+from .types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "SCOPE_KEY",
@@ -84,11 +84,6 @@ __all__ = [
 
 log = logging.getLogger("cachewise.asgi")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 KeyFunc = Callable[[Scope], "str | None"]
 
 #: The scope key under which a request's rate-limit record lives.

@@ -29,12 +29,13 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InvalidationError, InvalidKeyError, SerializationError
 from ..sessions import SessionDataError, SessionStore
+from .types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
@@ -43,11 +44,6 @@ __all__ = ["Session", "SessionMiddleware"]
 
 log = logging.getLogger("cachewise.asgi")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _COOKIE_VALUE = re.compile(r"^[!#-+\--:<-\[\]-~]*$")  # RFC 6265 cookie-octet
