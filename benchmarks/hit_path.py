@@ -44,7 +44,7 @@ from rich.table import Table
 
 from cachewise import Cache
 from cachewise.server.embedded import EmbeddedServer
-from common import pin, server_version, start_tcp_server, version_of
+from common import cleanup_keys, close_all, describe_url, pin, server_version, start_tcp_server, version_of
 
 # A ~200-byte product, as a web app would cache it.
 VALUE: dict[str, Any] = {
@@ -577,31 +577,11 @@ class Bench:
             console.print(f"  round {r + 1}/{self.rounds} done", style="dim")
 
     async def close(self) -> None:
-        for closer in reversed(self.closers):
-            try:
-                result = closer()
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception as exc:
-                console.print(f"[yellow]closing {closer!r} failed: {exc}[/yellow]")
+        await close_all(self.closers)
 
     def cleanup_keys(self) -> int:
         """Delete every key this run wrote (used on a server we did not start)."""
-        r = redis.Redis.from_url(self.url)
-        try:
-            removed = 0
-            batch: list[bytes] = []
-            # "*prefix*": some libraries put their own prefix first (cashews' client-side mode writes "cashews:...").
-            for key in r.scan_iter(match=f"*{self.prefix}*", count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    removed += r.unlink(*batch)
-                    batch = []
-            if batch:
-                removed += r.unlink(*batch)
-            return removed
-        finally:
-            r.close()
+        return cleanup_keys(self.url, self.prefix)
 
 
 # -- report -----------------------------------------------------------------------------------------------------
@@ -729,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.url:
             url = args.url
-            transport = f"{urlsplit(url).scheme} {urlsplit(url).netloc or urlsplit(url).path} (external server)"
+            transport = describe_url(url)
         elif args.unix:
             server = EmbeddedServer().start()
             url = server.url

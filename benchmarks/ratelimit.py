@@ -38,7 +38,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
@@ -48,7 +47,7 @@ from rich.table import Table
 from cachewise import Cache
 from cachewise.ratelimit import Limit, RateLimiter
 from cachewise.server.embedded import EmbeddedServer
-from common import pin, server_version, start_tcp_server, version_of
+from common import close_all, describe_url, pin, server_version, start_tcp_server, version_of
 
 TARGET = 1.10
 IDENTITIES = 1000
@@ -275,13 +274,7 @@ class CostBench:
             console.print(f"  round {r + 1}/{self.rounds} done", style="dim")
 
     async def close(self) -> None:
-        for closer in reversed(self.closers):
-            try:
-                result = closer()
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception as exc:
-                console.print(f"[yellow]closing {closer!r} failed: {exc}[/yellow]")
+        await close_all(self.closers)
 
 
 def cost_rows(bench: CostBench) -> list[dict[str, Any]]:
@@ -594,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.url:
             url = args.url
-            transport = f"{urlsplit(url).scheme} {urlsplit(url).netloc} (external server)"
+            transport = describe_url(url)
         else:
             server, url, transport = start_tcp_server()
         version = server_version(url)

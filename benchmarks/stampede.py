@@ -67,7 +67,7 @@ from multiprocessing.connection import wait as wait_pipes
 from typing import Any
 from urllib.parse import urlsplit
 
-from common import start_tcp_server, version_of
+from common import cleanup_keys, describe_url, start_tcp_server, version_of
 
 ORIGIN_SECONDS = 0.050
 TTL = 300  # seconds: nothing expires during a run
@@ -1037,26 +1037,6 @@ def print_trace(traces: dict[str, dict[str, dict[str, float]]]) -> None:
 
 
 # -- main ---------------------------------------------------------------------------------------------------------
-def cleanup_keys(url: str, prefix: str) -> int:
-    """Delete every key this run wrote (on a server we did not start)."""
-    import redis
-
-    r = redis.Redis.from_url(url)
-    try:
-        removed = 0
-        batch: list[bytes] = []
-        for key in r.scan_iter(match=f"*{prefix}*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                removed += r.unlink(*batch)
-                batch = []
-        if batch:
-            removed += r.unlink(*batch)
-        return int(removed)
-    finally:
-        r.close()
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=None, help="measured rounds per library (default 5; 2: --quick)")
@@ -1096,7 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.url:
             url = args.url
-            transport = f"{urlsplit(url).scheme} {urlsplit(url).netloc} (external server)"
+            transport = describe_url(url)
         else:
             embedded, url, transport = start_tcp_server()
         server = Server(url)
