@@ -47,7 +47,7 @@ from rich.table import Table
 from cachewise import Cache
 from cachewise.ratelimit import Limit, RateLimiter
 from cachewise.server.embedded import EmbeddedServer
-from common import close_all, describe_url, pin, server_version, start_tcp_server, version_of
+from common import cleanup_keys, close_all, describe_url, pin, server_version, start_tcp_server, version_of
 
 TARGET = 1.10
 IDENTITIES = 1000
@@ -529,23 +529,6 @@ def print_accuracy(rows: list[dict[str, Any]], title: str) -> None:
 
 
 # -- main -----------------------------------------------------------------------------------------------------------
-def cleanup(url: str, prefix: str) -> int:
-    r = redis.Redis.from_url(url)
-    try:
-        removed = 0
-        batch: list[bytes] = []
-        for key in r.scan_iter(match=f"*{prefix}*", count=1000):  # limits puts its own prefix first
-            batch.append(key)
-            if len(batch) >= 1000:
-                removed += r.unlink(*batch)
-                batch = []
-        if batch:
-            removed += r.unlink(*batch)
-        return removed
-    finally:
-        r.close()
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=None, help="calls per case per round (default 5000; 1500 quick)")
@@ -627,7 +610,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             r.close()
         if server is None:
-            console.print(f"deleted the {cleanup(url, prefix)} keys this run wrote (prefix {prefix!r})", style="dim")
+            console.print(
+                f"deleted the {cleanup_keys(url, prefix)} keys this run wrote (prefix {prefix!r})", style="dim"
+            )
     finally:
         if server is not None:
             server.stop()
