@@ -54,6 +54,9 @@ class LeaseKeeper:
         self.extended = 0
         self.lost = 0
         self.given_up = 0
+        #: The longest a renewal was sent after it was due, in seconds (a lease lapses when this passes two thirds
+        #: of its TTL: a stalled process, a long GC pause, a slow server).
+        self.most_late = 0.0
         self._closed = False
         self._reset()
         reset_in_child(self)
@@ -120,6 +123,7 @@ class LeaseKeeper:
     def _run(self) -> None:
         while (due := self._next()) is not None:
             for held in due:
+                self.most_late = max(self.most_late, time.monotonic() - held.due)
                 try:
                     ours: bool | None = held.renew()
                 except Exception:  # the server is failing (counted by the cache): try again a third of a TTL later
