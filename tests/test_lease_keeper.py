@@ -6,8 +6,9 @@ from __future__ import annotations
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,29 +19,35 @@ from tests.processes import in_forked_child, run_together
 
 # -- the keeper alone ----------------------------------------------------------------------------------------------
 class Recorder:
-    """Renew functions that answer from a script and signal after each call."""
+    """A renew function that answers from a script, records each lease it is asked to extend and each batch, and
+    signals after each lease."""
 
     def __init__(self, answers: list[bool | Exception]) -> None:
         self.answers = answers
         self.calls: list[str] = []
+        self.batches: list[list[str]] = []
         self.called = threading.Semaphore(0)
+        self.fail_next = 0  # batches to fail as a whole (the server is down)
 
-    def renew(self, name: str) -> Callable[[], bool]:
-        def call() -> bool:
+    def __call__(self, leases: list[Any]) -> list[bool | BaseException]:
+        self.batches.append(list(leases))
+        if self.fail_next:
+            self.fail_next -= 1
+            for _ in leases:
+                self.called.release()
+            raise ConnectionError("down")
+        out: list[bool | BaseException] = []
+        for name in leases:
             self.calls.append(name)
-            answer = self.answers[min(len(self.calls), len(self.answers)) - 1]
+            out.append(self.answers[min(len(self.calls), len(self.answers)) - 1])
             self.called.release()
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
-
-        return call
+        return out
 
 
 def test_keeper_extends_until_dropped() -> None:
     recorder = Recorder([True])
-    keeper = LeaseKeeper()
-    held = keeper.hold(recorder.renew("k"), 60)  # due every 20 ms
+    keeper = LeaseKeeper(recorder)
+    held = keeper.hold("k", 60)  # due every 20 ms
     for _ in range(3):
         assert recorder.called.acquire(timeout=5)
     keeper.drop(held)
@@ -53,8 +60,8 @@ def test_keeper_extends_until_dropped() -> None:
 
 def test_keeper_stops_when_the_lease_is_no_longer_ours_and_retries_after_errors() -> None:
     recorder = Recorder([ConnectionError("down"), True, False])
-    keeper = LeaseKeeper()
-    keeper.hold(recorder.renew("k"), 30)
+    keeper = LeaseKeeper(recorder)
+    keeper.hold("k", 30)
     for _ in range(3):
         assert recorder.called.acquire(timeout=5)
     time.sleep(0.1)
@@ -65,37 +72,37 @@ def test_keeper_stops_when_the_lease_is_no_longer_ours_and_retries_after_errors(
 
 def test_keeper_sleeps_when_idle_and_close_stops_its_thread() -> None:
     recorder = Recorder([True])
-    keeper = LeaseKeeper(name="test-keeper")
-    first = keeper.hold(recorder.renew("a"), 30)
+    keeper = LeaseKeeper(recorder, name="test-keeper")
+    first = keeper.hold("a", 30)
     assert recorder.called.acquire(timeout=5)
     keeper.drop(first)
     time.sleep(0.05)
     calls = len(recorder.calls)
     time.sleep(0.1)
     assert len(recorder.calls) == calls  # nothing held: no calls
-    keeper.hold(recorder.renew("b"), 30)  # wakes the idle thread
+    keeper.hold("b", 30)  # wakes the idle thread
     assert recorder.called.acquire(timeout=5) and recorder.calls[-1] == "b"
     keeper.close()
     assert not any(t.name == "test-keeper" for t in threading.enumerate())
-    keeper.hold(recorder.renew("c"), 30)  # after close: nothing is extended
+    keeper.hold("c", 30)  # after close: nothing is extended
     time.sleep(0.05)
     assert "c" not in recorder.calls
 
 
 def test_a_shorter_lease_wakes_a_keeper_sleeping_for_a_longer_one() -> None:
     recorder = Recorder([True])
-    keeper = LeaseKeeper()
-    keeper.hold(recorder.renew("long"), 30_000)  # the thread sleeps ~10 s for this one
+    keeper = LeaseKeeper(recorder)
+    keeper.hold("long", 30_000)  # the thread sleeps ~10 s for this one
     time.sleep(0.05)
-    keeper.hold(recorder.renew("short"), 60)  # due in 20 ms: must not wait for the long one
+    keeper.hold("short", 60)  # due in 20 ms: must not wait for the long one
     assert recorder.called.acquire(timeout=2) and recorder.calls[0] == "short"
     keeper.close()
 
 
 def test_a_lease_is_kept_for_at_most_its_waiters_budget() -> None:
     recorder = Recorder([True])
-    keeper = LeaseKeeper()
-    keeper.hold(recorder.renew("hung"), 30, for_at_most=0.1)  # due every 10 ms, for 100 ms
+    keeper = LeaseKeeper(recorder)
+    keeper.hold("hung", 30, for_at_most=0.1)  # due every 10 ms, for 100 ms
     time.sleep(0.3)
     calls = len(recorder.calls)
     time.sleep(0.1)
@@ -106,18 +113,77 @@ def test_a_lease_is_kept_for_at_most_its_waiters_budget() -> None:
 
 def test_a_forked_child_gets_a_keeper_of_its_own() -> None:
     recorder = Recorder([True])
-    keeper = LeaseKeeper()
-    parent_held = keeper.hold(recorder.renew("parent"), 30)
+    keeper = LeaseKeeper(recorder)
+    parent_held = keeper.hold("parent", 30)
     assert recorder.called.acquire(timeout=2)
 
     def child() -> bool:  # the parent's thread does not exist here, nor its leases
-        mine = Recorder([True])
-        keeper.hold(mine.renew("child"), 30)
-        return mine.called.acquire(timeout=2) and set(mine.calls) == {"child"}
+        before = len(recorder.calls)
+        keeper.hold("child", 30)
+        deadline = time.monotonic() + 2
+        while len(recorder.calls) < before + 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        calls = recorder.calls[before:]
+        return len(calls) >= 3 and set(calls) == {"child"}
 
     assert in_forked_child(child)
     keeper.drop(parent_held)
     keeper.close()
+
+
+def test_leases_due_together_are_extended_in_one_call() -> None:
+    recorder = Recorder([True])
+    keeper = LeaseKeeper(recorder)
+    for name in ("a", "b", "c"):
+        keeper.hold(name, 300)  # due in 100 ms, within a few µs of each other
+    for _ in range(3):
+        assert recorder.called.acquire(timeout=5)
+    keeper.close()
+    assert sorted(recorder.batches[0]) == ["a", "b", "c"]  # one round trip for the three
+
+
+def test_a_lease_due_soon_rides_along_with_one_due_now() -> None:
+    recorder = Recorder([True])
+    keeper = LeaseKeeper(recorder)
+    keeper.hold("first", 3000)  # due in 1 s
+    time.sleep(0.1)
+    keeper.hold("second", 3000)  # due 0.1 s after it: within a sixth of its TTL (0.5 s)
+    for _ in range(2):
+        assert recorder.called.acquire(timeout=5)
+    keeper.close()
+    assert sorted(recorder.batches[0]) == ["first", "second"]
+
+
+def test_a_failed_round_trip_is_retried_for_every_lease_in_it() -> None:
+    recorder = Recorder([True])
+    recorder.fail_next = 1
+    keeper = LeaseKeeper(recorder)
+    keeper.hold("a", 30)
+    keeper.hold("b", 30)
+    deadline = time.monotonic() + 5
+    while {"a", "b"} - set(recorder.calls) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    keeper.close()
+    assert sorted(recorder.batches[0]) == ["a", "b"] and {"a", "b"} <= set(recorder.calls)
+    assert keeper.lost == 0 and keeper.extended >= 2
+
+
+def test_an_idle_keeper_ends_its_thread_and_the_next_load_starts_one() -> None:
+    recorder = Recorder([True])
+    keeper = LeaseKeeper(recorder, name="idle-keeper", idle=0.05)
+
+    def threads() -> int:
+        return sum(t.name == "idle-keeper" for t in threading.enumerate())
+
+    keeper.drop(keeper.hold("a", 30))
+    deadline = time.monotonic() + 5
+    while threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threads() == 0  # nothing held for 50 ms: the thread is gone (a cache never closed leaves none)
+    keeper.hold("b", 30)
+    assert recorder.called.acquire(timeout=5) and recorder.calls[-1] == "b" and threads() == 1
+    keeper.close()
+    assert threads() == 0
 
 
 # -- against real servers -------------------------------------------------------------------------------------------
@@ -163,6 +229,28 @@ def test_a_load_longer_than_its_lease_keeps_it_and_runs_once(
     assert sum(out["extended"] for out in outputs) >= 3  # 2 s / (0.5 s / 3), give or take scheduling
     with Cache(server_url, namespace=unique_namespace) as cache:
         assert cache.get("report") == values[0]  # the holder's value was stored
+
+
+def test_concurrent_loads_of_one_cache_share_their_heartbeats(server_url: str, unique_namespace: str) -> None:
+    """Five slow loads of five keys at once, on one cache: their leases are extended together (one round trip of
+    five EVALSHAs, not five round trips), each is kept, and each value is stored."""
+    with Cache(server_url, namespace=unique_namespace, protection=Protection(lease_ttl=0.6)) as cache:
+        all_loading = threading.Barrier(5)
+
+        def load(key: str) -> str:
+            all_loading.wait(10)  # every lease is held before any load goes on
+            time.sleep(1.2)
+            return f"value of {key}"
+
+        keys = [f"k{i}" for i in range(5)]
+        with ThreadPoolExecutor(5) as pool:
+            results = list(pool.map(lambda key: cache.get_or_set(key, lambda: load(key), ttl=60), keys))
+        keeper = cache._keeper
+        assert results == [f"value of {key}" for key in keys]
+        assert cache.stats().total.refused_writes == 0 and keeper.lost == 0
+        assert keeper.extended >= 10  # 1.2 s / 0.2 s per lease, give or take scheduling
+        assert keeper.round_trips < keeper.extended / 2, (keeper.round_trips, keeper.extended)
+        assert [cache.get(key) for key in keys] == results
 
 
 @pytest.mark.parametrize("invalidate", ["delete", "tag", "version"])

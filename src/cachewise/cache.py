@@ -116,7 +116,7 @@ class Cache:
         self._load_times: dict[str | None, LoadTimes] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._flights = LocalFlights()
-        self._keeper = LeaseKeeper()
+        self._keeper = LeaseKeeper(self._renew_leases)
         self._protections: dict[tuple[Protection, tuple[tuple[str, Any], ...]], Protection] = {}
         self.connection = Connection(url, options)
         self._sync = self.connection.sync
@@ -215,16 +215,21 @@ class Cache:
         if lease is None:
             return None
         key, tag_tokens, token, lease_ms, budget = lease
-        call = store.extend(self.keyspace, key, tag_tokens, token, lease_ms)
+        return self._keeper.hold(store.extend(self.keyspace, key, tag_tokens, token, lease_ms), lease_ms, budget)
 
-        def renew() -> bool:  # in the keeper's thread
-            try:
-                return bool(self._call(call, None))
-            except SERVER_ERRORS as exc:
-                self._failed("lease heartbeat", exc, None)
-                raise
-
-        return self._keeper.hold(renew, lease_ms, budget)
+    def _renew_leases(self, calls: list[store.Call]) -> list[bool | BaseException]:
+        """Extend leases (their ``extend.lua`` calls) in one round trip; in the keeper's thread."""
+        try:
+            if not self._breaker.allow():
+                raise CircuitOpen("circuit breaker open")
+            started = time.perf_counter()
+            replies = self.connection.scripts([(call.script, call.keys, call.args) for call in calls])
+            self._stats.roundtrip(None, time.perf_counter() - started)
+            self._breaker.success()
+        except SERVER_ERRORS as exc:
+            self._failed("lease heartbeat", exc, None)
+            raise
+        return [reply if isinstance(reply, BaseException) else bool(reply) for reply in replies]
 
     def _loaded(self, req: flows.Request, seconds: float, *, leased: bool) -> None:
         stats = self._stats

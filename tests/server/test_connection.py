@@ -408,3 +408,26 @@ def test_a_command_in_flight_when_its_loop_pool_closes_does_not_leak_its_connect
         assert len(used) == 1 and not used[0].is_connected  # ... and closed
 
     asyncio.run(main())
+
+
+def test_scripts_runs_many_in_one_write_loading_the_ones_the_server_lacks(cache: Cache, raw: redis.Redis) -> None:
+    """Several EVALSHAs in one payload: replies in order, an error reply in its place, and after ``SCRIPT FLUSH``
+    the scripts are loaded and only the calls answered NOSCRIPT sent again (a write is not run twice)."""
+    from cachewise.server.scripts import Script
+
+    ns = cache.namespace
+    incr = Script(f"return redis.call('INCR', KEYS[1]) -- {ns}", "incr")
+    echo = Script(f"return ARGV[1] -- {ns}", "echo")
+    fail = Script(f"return redis.error_reply('nope') -- {ns}", "fail")
+    calls = [(incr, [f"{ns}:n"], []), (echo, [], ["hi"]), (fail, [], []), (incr, [f"{ns}:n"], [])]
+    raw.script_flush()
+    replies = cache.connection.scripts(calls)  # every call answered NOSCRIPT, then loaded and sent once more
+    assert replies[:2] == [1, b"hi"] and replies[3] == 2
+    assert isinstance(replies[2], redis.ResponseError) and "nope" in str(replies[2])
+    replies = cache.connection.scripts(calls)  # all loaded now
+    assert replies[:2] == [3, b"hi"] and replies[3] == 4
+    raw.script_flush()
+    raw.execute_command("SCRIPT", "LOAD", incr.source)  # only echo and fail are missing: incr must run once each
+    replies = cache.connection.scripts(calls)
+    assert replies[:2] == [5, b"hi"] and replies[3] == 6 and int(raw.get(f"{ns}:n") or 0) == 6
+    raw.expire(f"{ns}:n", 60)

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -298,16 +299,29 @@ class Connection:
         """Run a Lua script by SHA: one ``EVALSHA`` encoded here and sent as :meth:`execute_packed` sends it; a
         server that answers ``NOSCRIPT`` (it restarted or flushed its scripts) gets the script loaded, then the
         call again."""
-        payload = resp.command("EVALSHA", script.sha, len(keys), *keys, *args)
+        payload = _evalsha(script, keys, args)
         try:
             return self.execute_packed(payload)
         except NoScriptError:
             self.execute_packed(resp.command("SCRIPT", "LOAD", script.source))
             return self.execute_packed(payload)
 
+    def scripts(self, calls: Sequence[tuple[Script, list[str], list[Any]]]) -> list[Any]:
+        """Run several Lua scripts by SHA in one write (see :meth:`pipelined`): their replies in order, an error
+        reply in its call's place as a ``ResponseError``.  Calls answered ``NOSCRIPT`` get their scripts loaded and
+        are sent once more, together."""
+        replies = self.pipelined(b"".join(_evalsha(*call) for call in calls), len(calls))
+        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if again:
+            loads = [resp.command("SCRIPT", "LOAD", s.source) for s in {calls[i][0] for i in again}]
+            retry = loads + [_evalsha(*calls[i]) for i in again]
+            for i, reply in zip(again, self.pipelined(b"".join(retry), len(retry))[len(loads) :], strict=True):
+                replies[i] = reply
+        return replies
+
     async def ascript(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """:meth:`script` with the running loop's client (bounded like :meth:`acommand`)."""
-        payload = resp.command("EVALSHA", script.sha, len(keys), *keys, *args)
+        payload = _evalsha(script, keys, args)
         try:
             return await self.aexecute_packed(payload)
         except NoScriptError:
@@ -364,3 +378,8 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"Connection({redact(self.address.url)!r})"
+
+
+def _evalsha(script: Script, keys: list[str], args: list[Any]) -> bytes:
+    """One ``EVALSHA`` of ``script``, encoded."""
+    return resp.command("EVALSHA", script.sha, len(keys), *keys, *args)
