@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -119,7 +119,6 @@ class Cache:
         self._keeper = LeaseKeeper(self._renew_leases)
         self._protections: dict[tuple[Protection, tuple[tuple[str, Any], ...]], Protection] = {}
         self.connection = Connection(url, options)
-        self._sync = self.connection.sync
         self._breaker = self.connection.breaker
         #: What components built on this cache (rate limiter, sessions, feature store, yours) report through.
         self.report = Reporter(self._stats, self._errors, self._breaker)
@@ -437,7 +436,7 @@ class Cache:
     def ttl(self, key: str) -> float | None:
         """Seconds until ``key`` expires on the server; None when it is not there (or the server is not)."""
         try:
-            left = self._sync.pttl(self.keyspace.entry(key))
+            left = self.connection.execute_packed(resp.command("PTTL", self.keyspace.entry(key)))
         except SERVER_ERRORS as exc:
             self._failed("ttl", exc, None)
             return None
@@ -451,12 +450,24 @@ class Cache:
         """
         deleted = 0
         try:
-            for batch in self._scan_batches(self._sync.scan_iter(match=self.keyspace.pattern, count=1000)):
-                deleted += int(self._sync.unlink(*batch))
+            for batch in self._scan_batches(self._scan()):
+                deleted += int(self.connection.execute_packed(resp.command("UNLINK", *batch)))
         except SERVER_ERRORS as exc:
             self._failed("clear", exc, None)
             raise InvalidationError(f"clear() did not finish ({type(exc).__name__}: {exc}): retry") from exc
         return deleted
+
+    def _scan(self) -> Iterator[bytes]:
+        """Every key matching the namespace's pattern (``SCAN``, 1000 at a time; a key may come twice)."""
+        cursor: bytes | int = 0
+        while True:
+            reply = self.connection.execute_packed(
+                resp.command("SCAN", cursor, "MATCH", self.keyspace.pattern, "COUNT", 1000)
+            )
+            cursor, keys = reply
+            yield from keys
+            if int(cursor) == 0:
+                return
 
     def _scan_batches(self, keys: Iterable[bytes], size: int = 500) -> Iterable[list[bytes]]:
         batch: list[bytes] = []
@@ -645,7 +656,7 @@ class Cache:
     async def attl(self, key: str) -> float | None:
         """Async :meth:`ttl`."""
         try:
-            left = await self.connection.acommand("PTTL", self.keyspace.entry(key))
+            left = await self.connection.aexecute_packed(resp.command("PTTL", self.keyspace.entry(key)))
         except SERVER_ERRORS as exc:
             self._failed("ttl", exc, None)
             return None

@@ -344,7 +344,6 @@ class RateLimiter:
         self._cache = cache
         self._connection = cache.connection
         self._breaker = cache.connection.breaker
-        self._sync = cache.connection.sync
         # A hit of cost 1 sends an EVALSHA packed once per identity (protocol bytes, memoised with its keys) and
         # reads the raw reply: no argument encoding or reply callback per hit.  NOSCRIPT falls back to SCRIPT,
         # which loads the script and calls again.
@@ -456,7 +455,7 @@ class RateLimiter:
         try:
             if not self._breaker.allow():
                 raise CircuitOpen("circuit breaker open")
-            self._sync.delete(*keys)
+            self._connection.execute_packed(resp.command("DEL", *keys))
         except SERVER_ERRORS as exc:
             raise self._not_reset(identity, exc) from exc
         self._breaker.success()
@@ -498,7 +497,7 @@ class RateLimiter:
         try:
             if not self._breaker.allow():
                 raise CircuitOpen("circuit breaker open")
-            await self._connection.acommand("DEL", *keys)
+            await self._connection.aexecute_packed(resp.command("DEL", *keys))
         except SERVER_ERRORS as exc:
             raise self._not_reset(identity, exc) from exc
         self._breaker.success()

@@ -431,3 +431,41 @@ def test_scripts_runs_many_in_one_write_loading_the_ones_the_server_lacks(cache:
     replies = cache.connection.scripts(calls)
     assert replies[:2] == [5, b"hi"] and replies[3] == 6 and int(raw.get(f"{ns}:n") or 0) == 6
     raw.expire(f"{ns}:n", 60)
+
+
+def test_the_library_uses_one_pool_of_connections(server_url: str, unique_namespace: str) -> None:
+    """Every command cachewise sends goes through the lean pool (``pipelined``): redis-py's own pools, kept for
+    callers of ``connection.sync``, open no connection, so a cache never holds more than ``max_connections``."""
+    from cachewise import RateLimiter
+    from cachewise.sessions import SessionStore
+
+    with Cache(server_url, namespace=unique_namespace, max_connections=4) as cache:
+        limiter = RateLimiter(cache, 10, 60)
+        sessions = SessionStore(cache, ttl=60)
+        cache.set("a", 1, ttl=60)
+        assert cache.get_or_set("b", lambda: 2, ttl=60, tags=("t",)) == 2
+        assert cache.ttl("a") is not None and cache.delete("a") is True
+        cache.invalidate_tags("t")
+        cache.bump_version()
+        limiter.hit("me")
+        limiter.reset("me")
+        sid = sessions.create({"x": 1}, user_id="u")
+        assert sessions.exists(sid) and sessions.rotate(sid) is not None and sessions.destroy_user("u") == 1
+        assert cache.clear() >= 1
+
+        async def the_same_from_asyncio() -> None:
+            try:
+                await cache.aset("a", 1, ttl=60)
+                assert await cache.attl("a") is not None
+                await limiter.ahit("me")
+                await limiter.areset("me")
+                sid = await sessions.acreate({"x": 1})
+                assert await sessions.aexists(sid) and await sessions.adestroy(sid)
+                pool: Any = cache.connection._loop_client().client.connection_pool
+                assert not pool._available_connections and not pool._in_use_connections
+            finally:
+                await cache.connection.aclose_loop()
+
+        asyncio.run(the_same_from_asyncio())
+        assert not cache.connection.sync.connection_pool._connections  # type: ignore[attr-defined]
+        assert cache.stats().total.errors == 0

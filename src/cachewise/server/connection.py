@@ -121,8 +121,11 @@ class _LoopClient:
 class Connection:
     """The clients of one server URL; starts (or joins) the embedded server for ``embedded://``.
 
-    Sync: a blocking pool of ``max_connections``.  Asyncio: per event loop, a plain pool whose use is bounded by a
-    counter (redis-py's asyncio blocking pool costs ~10 µs a command).
+    Every command of the package is sent ready-encoded (:meth:`pipelined`, :meth:`execute_packed`, :meth:`script`,
+    :meth:`scripts` and their async twins) on the lean pool: at most ``max_connections`` in a process, and as many
+    per event loop, whose use is bounded by a counter (redis-py's asyncio blocking pool costs ~10 µs a command).
+    :attr:`sync` and :meth:`acommand` are redis-py's own clients of the same server, for other commands; they
+    connect only when used.
     """
 
     def __init__(self, url: str | None = None, options: ClientOptions | None = None) -> None:

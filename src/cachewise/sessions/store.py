@@ -75,6 +75,7 @@ from urllib.parse import quote
 
 from ..errors import CachewiseError, ConfigurationError, InvalidationError, InvalidKeyError, SerializationError
 from ..failures import SERVER_ERRORS, CircuitOpen
+from ..server import resp
 from ..server.scripts import Script
 from ..signing import TamperedValue
 from ..ttl import to_seconds
@@ -399,7 +400,7 @@ class SessionStore:
             if call.script is not None:
                 reply = connection.script(call.script, call.keys, call.args)
             else:
-                reply = connection.sync.execute_command(*call.args)  # type: ignore[no-untyped-call]
+                reply = connection.execute_packed(resp.command(*call.args))
         finally:
             self.cache.report.roundtrip(time.perf_counter() - started, self._scope)
         breaker.success()
@@ -530,7 +531,7 @@ class SessionStore:
             if call.script is not None:
                 reply = await connection.ascript(call.script, call.keys, call.args)
             else:
-                reply = await connection.acommand(*call.args)
+                reply = await connection.aexecute_packed(resp.command(*call.args))
         finally:
             self.cache.report.roundtrip(time.perf_counter() - started, self._scope)
         breaker.success()
