@@ -24,7 +24,7 @@ def own_server() -> Iterator[EmbeddedServer]:
 def test_reads_and_writes_fail_open_when_the_server_is_gone(
     own_server: EmbeddedServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = Cache(own_server.url, namespace="fo", timeout=0.2, connect_timeout=0.2)
+    cache = Cache(own_server.url, namespace="fo", timeout=2.0, connect_timeout=2.0)
     calls: list[int] = []
 
     @cache.cached(ttl=60)
@@ -59,7 +59,7 @@ def test_reads_and_writes_fail_open_when_the_server_is_gone(
 
 
 async def test_async_fails_open_too(own_server: EmbeddedServer) -> None:
-    cache = Cache(own_server.url, namespace="fo", timeout=0.2, connect_timeout=0.2)
+    cache = Cache(own_server.url, namespace="fo", timeout=2.0, connect_timeout=2.0)
     assert await cache.aset("k", 1, ttl=5)
     own_server.stop()
     assert await cache.aget("k", "d") == "d"
@@ -79,7 +79,7 @@ def test_recovers_after_restart_and_reloads_scripts(tmp_path: Path) -> None:
     directory = "/tmp/cw-restart-" + tmp_path.name[-8:]
     server = EmbeddedServer(directory).start()
     try:
-        cache = Cache(f"unix://{server.socket_path}", namespace="re", timeout=0.3, connect_timeout=0.3)
+        cache = Cache(f"unix://{server.socket_path}", namespace="re", timeout=2.0, connect_timeout=2.0)
         cache.set("k", 1, ttl=30)
         assert cache.get("k") == 1
         server.stop()

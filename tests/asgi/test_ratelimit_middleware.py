@@ -432,7 +432,7 @@ def own_server() -> Iterator[EmbeddedServer]:
 
 
 async def test_server_down_allow_lets_requests_through_without_made_up_headers(own_server: EmbeddedServer) -> None:
-    cache = Cache(own_server.url, namespace="rlmw", timeout=0.2, connect_timeout=0.2)
+    cache = Cache(own_server.url, namespace="rlmw", timeout=2.0, connect_timeout=2.0)
     limiter = fixed(cache, 2, "api", on_error="allow")
     app = starlette_app(limiter=limiter)
     async with client(app) as http:
@@ -445,7 +445,7 @@ async def test_server_down_allow_lets_requests_through_without_made_up_headers(o
 
 
 async def test_server_down_deny_answers_503_not_429(own_server: EmbeddedServer) -> None:
-    cache = Cache(own_server.url, namespace="rlmw", timeout=0.2, connect_timeout=0.2)
+    cache = Cache(own_server.url, namespace="rlmw", timeout=2.0, connect_timeout=2.0)
     login = fixed(cache, 5, "login", on_error="deny")
     app = FastAPI()
 

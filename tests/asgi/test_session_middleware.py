@@ -467,7 +467,7 @@ def own_server() -> Iterator[EmbeddedServer]:
 async def test_server_down_gives_empty_sessions_never_a_500(
     own_server: EmbeddedServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = Cache(own_server.url, namespace="smw", timeout=0.2, connect_timeout=0.2)
+    cache = Cache(own_server.url, namespace="smw", timeout=2.0, connect_timeout=2.0)
     store = SessionStore(cache, ttl=60)
     async with client(app_for(store)) as http:
         sid, _ = the_cookie(await http.get("/write", params={"k": "v"}))

@@ -425,7 +425,7 @@ def test_refresh_every_aligns_expiry(cache: Cache, engine: sa.Engine, sales: sa.
 
 
 def test_a_query_slower_than_its_lease_still_runs_once(cache: Cache, engine: sa.Engine, sales: sa.Table) -> None:
-    """A 1.5 s query with a 0.5 s lease: the lease heartbeat keeps it with the viewer running the query, and the
+    """A 2.5 s query with a 1 s lease: the lease heartbeat keeps it with the viewer running the query, and the
     others wait for it (QueryCache's max_wait), so 20 viewers run it once.  The delay is the database's own
     (pg_sleep; on SQLite a registered function that sleeps), inside the statement."""
     if engine.dialect.name == "sqlite":
@@ -440,9 +440,9 @@ def test_a_query_slower_than_its_lease_still_runs_once(cache: Cache, engine: sa.
         delay = "(SELECT 0 FROM pg_sleep(:delay))"
     sql = f"SELECT region, COUNT(*) AS n, {delay} AS slept FROM {sales.name} GROUP BY region ORDER BY region"
     executed = count_executions(engine, sales)
-    qc = QueryCache(cache, engine, ttl=60, lease_ttl=0.5)
+    qc = QueryCache(cache, engine, ttl=60, lease_ttl=1.0)
     with ThreadPoolExecutor(20) as pool:
-        results = list(pool.map(lambda _: qc.rows(sql, {"delay": 1.5}), range(20)))
+        results = list(pool.map(lambda _: qc.rows(sql, {"delay": 2.5}), range(20)))
     keeper = cache._keeper
     assert len(executed) == 1, (
         f"the query ran more than once: {keeper.extended} extended, {keeper.lost} lost, "
@@ -450,7 +450,7 @@ def test_a_query_slower_than_its_lease_still_runs_once(cache: Cache, engine: sa.
     )
     assert all(r == results[0] for r in results) and len(results[0]) == len(REGIONS)
     assert cache.stats().total.refused_writes == 0 and cache._keeper.extended >= 2
-    assert qc.rows(sql, {"delay": 1.5}) == results[0] and len(executed) == 1  # stored: a hit
+    assert qc.rows(sql, {"delay": 2.5}) == results[0] and len(executed) == 1  # stored: a hit
 
 
 def test_dataframes_ask_for_distinct_column_names(cache: Cache, engine: sa.Engine, sales: sa.Table) -> None:

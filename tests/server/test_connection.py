@@ -307,7 +307,7 @@ def _keep_connections_open_on_read_errors(monkeypatch: pytest.MonkeyPatch, conne
 def test_a_failed_pipelined_never_leaves_a_half_read_connection_in_the_pool(
     server_url: str, unique_namespace: str, library_closes: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with Cache(server_url, namespace=unique_namespace, timeout=0.2) as cache:
+    with Cache(server_url, namespace=unique_namespace, timeout=0.5) as cache:
         connection = cache.connection
         if not library_closes:
             _keep_connections_open_on_read_errors(monkeypatch, connection.sync.connection_pool.connection_class)
@@ -355,7 +355,7 @@ def test_a_failed_apipelined_never_leaves_a_half_read_connection_in_the_pool(
         finally:
             await connection.aclose_loop()
 
-    with Cache(server_url, namespace=unique_namespace, timeout=0.2) as cache:
+    with Cache(server_url, namespace=unique_namespace, timeout=0.5) as cache:
         asyncio.run(main(cache))
 
 
@@ -382,8 +382,9 @@ def test_a_connection_lost_after_some_replies_is_not_sent_again(cache: Cache, ra
 
 
 def test_a_command_in_flight_when_its_loop_pool_closes_does_not_leak_its_connection(
-    cache: Cache, unique_namespace: str
+    server_url: str, unique_namespace: str, raw: redis.Redis
 ) -> None:
+    cache = Cache(server_url, namespace=unique_namespace, timeout=5.0)  # the BLPOP below waits 1 s
     connection = cache.connection
 
     async def main() -> None:
@@ -398,8 +399,14 @@ def test_a_command_in_flight_when_its_loop_pool_closes_does_not_leak_its_connect
 
         type(entry).checkout = checkout  # type: ignore[method-assign]
         try:
-            slow = asyncio.create_task(connection.apipelined(command("BLPOP", f"{unique_namespace}:none", "0.3"), 1))
-            await asyncio.sleep(0.1)  # the BLPOP is on the wire
+            blocked = int(raw.info("clients")["blocked_clients"])
+            slow = asyncio.create_task(connection.apipelined(command("BLPOP", f"{unique_namespace}:none", "1"), 1))
+            for _ in range(500):  # until the BLPOP is on the wire, and blocked on the server
+                await asyncio.sleep(0.01)
+                if int(raw.info("clients")["blocked_clients"]) > blocked:
+                    break
+            else:
+                raise AssertionError("the BLPOP never reached the server")
             await connection.aclose_loop()
             assert await slow == [None]
         finally:
@@ -407,7 +414,10 @@ def test_a_command_in_flight_when_its_loop_pool_closes_does_not_leak_its_connect
         assert entry.closed and entry.idle == []  # not put back into the closed pool ...
         assert len(used) == 1 and not used[0].is_connected  # ... and closed
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        cache.close()
 
 
 def test_scripts_runs_many_in_one_write_loading_the_ones_the_server_lacks(cache: Cache, raw: redis.Redis) -> None:

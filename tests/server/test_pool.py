@@ -37,9 +37,11 @@ def test_connections_are_reused_last_in_first_out() -> None:
 
 def test_the_bound_waits_then_fails_with_advice() -> None:
     pool = LeanPool(Conn, size=2, timeout=0.2)
-    a, _b = pool.get(), pool.get()
+    pool.get(), pool.get()
     with pytest.raises(RedisConnectionError, match="raise max_connections or pool_timeout"):
         pool.get()
+    pool = LeanPool(Conn, size=2, timeout=10)  # a waiter that a stalled test thread cannot make give up
+    a, _b = pool.get(), pool.get()
     got: list[Conn] = []
     waiter = threading.Thread(target=lambda: got.append(pool.get()))
     waiter.start()

@@ -53,7 +53,7 @@ def server_outage(console: Console, db: sqlite3.Connection, product_ids: list[in
     truth = {pid: fetch_product(db, pid) for pid in product_ids}
     queries = [0]
     try:
-        cache = Cache(f"unix://{server.socket_path}", namespace="outage", timeout=0.25, connect_timeout=0.25)
+        cache = Cache(f"unix://{server.socket_path}", namespace="outage", timeout=1.0, connect_timeout=1.0)
 
         @cache.cached(ttl=300, key="product:{product_id}")
         def product(product_id: int) -> Product | None:
