@@ -37,12 +37,13 @@ def test_timedelta_ttl_and_pttl(cache: Cache, raw: redis.Redis) -> None:
     assert 110_000 < raw.pttl(f"{cache.namespace}:k") <= 120_000
 
 
-def test_float_ttl_expires(cache: Cache) -> None:
+def test_float_ttl_expires(cache: Cache, raw: redis.Redis) -> None:
     import time
 
-    cache.set("short", "v", ttl=0.15)
+    cache.set("short", "v", ttl=0.75)  # long enough that a stalled machine still reads it before it expires
+    assert 0 < raw.pttl(f"{cache.namespace}:short") <= 750  # in ms, not rounded up to a whole second
     assert cache.get("short") == "v"
-    time.sleep(0.3)
+    time.sleep(0.9)  # past 0.75 s, and still short of the 1 s a rounded-up TTL would last
     assert cache.get("short", MISSING) is MISSING
 
 
@@ -74,10 +75,16 @@ def test_default_ttl(server_url: str, unique_namespace: str, raw: redis.Redis) -
 def test_aligned_ttl_ends_at_boundary(cache: Cache, raw: redis.Redis) -> None:
     import time
 
+    if 60 - time.time() % 60 < 2:  # so close to the boundary that the key could expire before we look at it
+        time.sleep(60 - time.time() % 60 + 0.05)
+    before = time.time()
     cache.set("report", [1, 2], ttl=until_next(minutes=1))
     left = raw.pttl(f"{cache.namespace}:report") / 1000
-    expected = 60 - time.time() % 60
-    assert abs(left - expected) < 1.0
+    after = time.time()
+    boundary = (before // 60 + 1) * 60  # the next minute boundary after the write
+    # The key expires ``left`` after the PTTL read, which happened between ``before`` and ``after`` (whatever the
+    # machine's stalls): that instant must be the boundary, to the millisecond.
+    assert left > 0 and before + left - 0.01 <= boundary <= after + left + 0.01, (before, after, left, boundary)
 
 
 def test_jitter_spreads_ttls(cache: Cache, raw: redis.Redis) -> None:
