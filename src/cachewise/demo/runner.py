@@ -51,7 +51,7 @@ class DemoSizes:
 
     products: int = 20_000
     users: int = 20_000
-    purchases: int = 250_000
+    purchases: int = 100_000
     #: Story 2: requests for one product, with and without the cache.
     requests: int = 1000
     #: Story 1: timed database queries, and timed cache hits.
