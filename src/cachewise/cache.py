@@ -218,13 +218,9 @@ class Cache:
 
     def _renew_leases(self, calls: list[store.Call]) -> list[bool | BaseException]:
         """Extend leases (their ``extend.lua`` calls) in one round trip; in the keeper's thread."""
+        batch = [(call.script, call.keys, call.args) for call in calls]
         try:
-            if not self._breaker.allow():
-                raise CircuitOpen("circuit breaker open")
-            started = time.perf_counter()
-            replies = self.connection.scripts([(call.script, call.keys, call.args) for call in calls])
-            self._stats.roundtrip(None, time.perf_counter() - started)
-            self._breaker.success()
+            replies = self._guarded(lambda: self.connection.scripts(batch), None)
         except SERVER_ERRORS as exc:
             self._failed("lease heartbeat", exc, None)
             raise
@@ -270,16 +266,20 @@ class Cache:
         )
 
     # -- sync ----------------------------------------------------------------------------------------------
-    def _call(self, call: store.Call, scope: Counters | None) -> Any:
+    def _guarded(self, send: Callable[[], T], scope: Counters | None) -> T:
+        """One round trip (``send()``) past the circuit breaker, timed and counted."""
         if not self._breaker.allow():
             raise CircuitOpen("circuit breaker open")
         started = time.perf_counter()
         try:
-            result = self.connection.script(call.script, call.keys, call.args)
+            result = send()
         finally:
             self._stats.roundtrip(scope, time.perf_counter() - started)
         self._breaker.success()
         return result
+
+    def _call(self, call: store.Call, scope: Counters | None) -> Any:
+        return self._guarded(lambda: self.connection.script(call.script, call.keys, call.args), scope)
 
     def _read(
         self, key: str, scope: Counters | None, tokens: tuple[str, ...] = (), serve_stale: bool = False

@@ -68,8 +68,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from redis.exceptions import NoScriptError
-
 from .errors import ConfigurationError, InvalidationError, InvalidKeyError
 from .failures import SERVER_ERRORS, CircuitOpen
 from .server import resp
@@ -93,7 +91,6 @@ _KEY_MEMO_SIZE = 4096
 MAX_IDENTITY_CHARS = 256
 
 SCRIPT = Script.beside(__name__.rpartition(".")[0], "ratelimit.lua")
-_LOAD = resp.command("SCRIPT", "LOAD", SCRIPT.source)
 
 
 # -- policy: limits, keys, arguments, replies (pure) ----------------------------------------------------------------
@@ -345,8 +342,8 @@ class RateLimiter:
         self._connection = cache.connection
         self._breaker = cache.connection.breaker
         # A hit of cost 1 sends an EVALSHA packed once per identity (protocol bytes, memoised with its keys) and
-        # reads the raw reply: no argument encoding or reply callback per hit.  NOSCRIPT falls back to SCRIPT,
-        # which loads the script and calls again.
+        # reads the raw reply: no argument encoding or reply callback per hit.  A NOSCRIPT reply gets the script
+        # loaded and the hit sent again (Connection.run_script).
         self._prefixes = [f"{cache.keyspace.internal}rl:{name}:{x.spec}:" for x in self._limits]
         self._static = [arg for x in self._limits for arg in x.script_args()]
         self._max_cost = min(x.capacity for x in self._limits)
@@ -380,7 +377,7 @@ class RateLimiter:
     def _packed_hit1(self, identity: str) -> bytes:
         """The EVALSHA of a hit of cost 1 by ``identity``, in protocol bytes (memoised)."""
         keys = self.keys(identity)
-        payload = resp.command("EVALSHA", SCRIPT.sha, len(keys), *keys, *self._hit1)
+        payload = SCRIPT.evalsha(keys, self._hit1)
         if len(self._hit1_memo) >= _KEY_MEMO_SIZE:
             self._hit1_memo.clear()
         self._hit1_memo[identity] = payload
@@ -393,8 +390,7 @@ class RateLimiter:
                 return self._hit1_memo.get(identity) or self._packed_hit1(identity)
             except TypeError:  # unhashable: keys() says what is wrong with it
                 return self._packed_hit1(identity)
-        keys = self.keys(identity)
-        return resp.command("EVALSHA", SCRIPT.sha, len(keys), *keys, *self._args(cost))
+        return SCRIPT.evalsha(self.keys(identity), self._args(cost))
 
     def _args(self, cost: int) -> list[bytes | int]:
         if cost == 1 and type(cost) is int:
@@ -414,11 +410,12 @@ class RateLimiter:
         )
 
     # -- sync ---------------------------------------------------------------------------------------------------
-    def _run(self, keys: list[str], args: list[bytes | int], cost: int) -> Decision:
+    def _run(self, payload: bytes, cost: int) -> Decision:
+        """Send one ``EVALSHA`` of the script (``payload``) and decide from its reply; fails as ``on_error`` says."""
         if not self._breaker.allow():
             return self._degraded(CircuitOpen("circuit breaker open"), cost)
         try:
-            reply = self._connection.script(SCRIPT, keys, args)
+            reply = self._connection.run_script(payload, SCRIPT)
         except SERVER_ERRORS as exc:
             return self._degraded(exc, cost)
         self._breaker.success()
@@ -428,25 +425,12 @@ class RateLimiter:
         """Count a request of ``cost`` (default 1) by ``identity``, if every limit allows it; the decision says
         whether it may proceed.  A ``cost`` more than a limit ever allows at once raises :class:`ConfigurationError`.
         """
-        # _run(), inlined: this is every request's path
-        payload = self._hit_payload(identity, cost)
-        if not self._breaker.allow():
-            return self._degraded(CircuitOpen("circuit breaker open"), cost)
-        try:
-            try:
-                reply = self._connection.execute_packed(payload)
-            except NoScriptError:  # the server restarted or flushed its scripts: load it, send the hit again
-                self._connection.execute_packed(_LOAD)
-                reply = self._connection.execute_packed(payload)
-        except SERVER_ERRORS as exc:
-            return self._degraded(exc, cost)
-        self._breaker.success()
-        return decide(reply, self._limits)
+        return self._run(self._hit_payload(identity, cost), cost)
 
     def peek(self, identity: str) -> Decision:
         """What a hit of cost 1 by ``identity`` would get now, without counting anything (``remaining`` is what is
         left now)."""
-        return self._run(self.keys(identity), self._peek, 0)
+        return self._run(SCRIPT.evalsha(self.keys(identity), self._peek), 0)
 
     def reset(self, identity: str) -> None:
         """Forget ``identity``'s counts (every limit): one ``DEL`` of its keys, by name.  Raises
@@ -461,11 +445,11 @@ class RateLimiter:
         self._breaker.success()
 
     # -- async --------------------------------------------------------------------------------------------------
-    async def _arun(self, keys: list[str], args: list[bytes | int], cost: int) -> Decision:
+    async def _arun(self, payload: bytes, cost: int) -> Decision:
         if not self._breaker.allow():
             return self._degraded(CircuitOpen("circuit breaker open"), cost)
         try:
-            reply = await self._connection.ascript(SCRIPT, keys, args)
+            reply = await self._connection.arun_script(payload, SCRIPT)
         except SERVER_ERRORS as exc:
             return self._degraded(exc, cost)
         self._breaker.success()
@@ -473,23 +457,11 @@ class RateLimiter:
 
     async def ahit(self, identity: str, cost: int = 1) -> Decision:
         """Async :meth:`hit`."""
-        payload = self._hit_payload(identity, cost)
-        if not self._breaker.allow():
-            return self._degraded(CircuitOpen("circuit breaker open"), cost)
-        try:
-            try:
-                reply = await self._connection.aexecute_packed(payload)
-            except NoScriptError:  # see hit()
-                await self._connection.aexecute_packed(_LOAD)
-                reply = await self._connection.aexecute_packed(payload)
-        except SERVER_ERRORS as exc:
-            return self._degraded(exc, cost)
-        self._breaker.success()
-        return decide(reply, self._limits)
+        return await self._arun(self._hit_payload(identity, cost), cost)
 
     async def apeek(self, identity: str) -> Decision:
         """Async :meth:`peek`."""
-        return await self._arun(self.keys(identity), self._peek, 0)
+        return await self._arun(SCRIPT.evalsha(self.keys(identity), self._peek), 0)
 
     async def areset(self, identity: str) -> None:
         """Async :meth:`reset`."""

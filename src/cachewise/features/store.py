@@ -45,7 +45,7 @@ __all__ = ["UPDATED_AT", "FeatureStore", "MaterializeSummary"]
 
 _MATERIALIZE = Script.beside(__package__ or "cachewise.features", "materialize.lua")
 #: Sent before every batch in the same write, so the batch's EVALSHA finds the script even after a server restart.
-_LOAD_SCRIPT = command("SCRIPT", "LOAD", _MATERIALIZE.source)
+_LOAD_SCRIPT = _MATERIALIZE.load
 
 
 @dataclass(frozen=True)

@@ -230,6 +230,14 @@ class QueryCache:
             return box["value"]
         return _REFETCH if self._oversize_marker(value) else value
 
+    def _plan(
+        self, form: Form, sql: str, params: Mapping[str, Any] | None, context: Any
+    ) -> tuple[str, Callable[[], Any], dict[str, Any]]:
+        """A read's entry key, its loader, and the box where the loader leaves this caller's own result."""
+        key = self.key_for(sql, params, context=context) + _SUFFIX[form]
+        box: dict[str, Any] = {}
+        return key, self._loader(key, lambda: self._fetch(form, sql, params), box), box
+
     def _read(
         self,
         form: Form,
@@ -239,9 +247,7 @@ class QueryCache:
         tags: Iterable[str],
         context: Any,
     ) -> Any:
-        key = self.key_for(sql, params, context=context) + _SUFFIX[form]
-        box: dict[str, Any] = {}
-        load = self._loader(key, lambda: self._fetch(form, sql, params), box)
+        key, load, box = self._plan(form, sql, params, context)
         value = self._pick(self._get_or_load(key, load, ttl, tags), box)
         if value is _REFETCH:
             value = self._stored(form, sql, params)
@@ -257,9 +263,7 @@ class QueryCache:
         context: Any,
     ) -> Any:
         """:meth:`_read` for asyncio: the query, and decoding a frame, run in a worker thread."""
-        key = self.key_for(sql, params, context=context) + _SUFFIX[form]
-        box: dict[str, Any] = {}
-        load = self._loader(key, lambda: self._fetch(form, sql, params), box)
+        key, load, box = self._plan(form, sql, params, context)
 
         async def aload() -> Any:
             return await asyncio.to_thread(load)

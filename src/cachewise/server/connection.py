@@ -26,7 +26,6 @@ from redis.retry import Retry
 
 from ..breaker import CircuitBreaker
 from ..errors import ConfigurationError
-from . import resp
 from .embedded import EmbeddedServer, release_server, shared_server
 from .notify import FillNotifier
 from .pool import LeanPool
@@ -299,36 +298,42 @@ class Connection:
             entry.release()
 
     def script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        """Run a Lua script by SHA: one ``EVALSHA`` encoded here and sent as :meth:`execute_packed` sends it; a
-        server that answers ``NOSCRIPT`` (it restarted or flushed its scripts) gets the script loaded, then the
-        call again."""
-        payload = _evalsha(script, keys, args)
+        """Run a Lua script by SHA: one ``EVALSHA`` encoded here and sent as :meth:`run_script` sends it."""
+        return self.run_script(script.evalsha(keys, args), script)
+
+    def run_script(self, payload: bytes, script: Script) -> Any:
+        """Send ``payload``, an ``EVALSHA`` of ``script`` already encoded, as :meth:`execute_packed` does; a server
+        that answers ``NOSCRIPT`` (it restarted or flushed its scripts) gets the script loaded, then the call
+        again."""
         try:
             return self.execute_packed(payload)
         except NoScriptError:
-            self.execute_packed(resp.command("SCRIPT", "LOAD", script.source))
+            self.execute_packed(script.load)
             return self.execute_packed(payload)
 
     def scripts(self, calls: Sequence[tuple[Script, list[str], list[Any]]]) -> list[Any]:
         """Run several Lua scripts by SHA in one write (see :meth:`pipelined`): their replies in order, an error
         reply in its call's place as a ``ResponseError``.  Calls answered ``NOSCRIPT`` get their scripts loaded and
         are sent once more, together."""
-        replies = self.pipelined(b"".join(_evalsha(*call) for call in calls), len(calls))
+        replies = self.pipelined(b"".join(s.evalsha(keys, args) for s, keys, args in calls), len(calls))
         again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if again:
-            loads = [resp.command("SCRIPT", "LOAD", s.source) for s in {calls[i][0] for i in again}]
-            retry = loads + [_evalsha(*calls[i]) for i in again]
+            loads = [s.load for s in {calls[i][0] for i in again}]
+            retry = loads + [calls[i][0].evalsha(calls[i][1], calls[i][2]) for i in again]
             for i, reply in zip(again, self.pipelined(b"".join(retry), len(retry))[len(loads) :], strict=True):
                 replies[i] = reply
         return replies
 
     async def ascript(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """:meth:`script` with the running loop's client (bounded like :meth:`acommand`)."""
-        payload = _evalsha(script, keys, args)
+        return await self.arun_script(script.evalsha(keys, args), script)
+
+    async def arun_script(self, payload: bytes, script: Script) -> Any:
+        """:meth:`run_script` with the running loop's client."""
         try:
             return await self.aexecute_packed(payload)
         except NoScriptError:
-            await self.aexecute_packed(resp.command("SCRIPT", "LOAD", script.source))
+            await self.aexecute_packed(script.load)
             return await self.aexecute_packed(payload)
 
     async def _acquire(self) -> _LoopClient:
@@ -381,8 +386,3 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"Connection({redact(self.address.url)!r})"
-
-
-def _evalsha(script: Script, keys: list[str], args: list[Any]) -> bytes:
-    """One ``EVALSHA`` of ``script``, encoded."""
-    return resp.command("EVALSHA", script.sha, len(keys), *keys, *args)
