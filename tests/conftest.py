@@ -7,6 +7,8 @@ default ``redis://127.0.0.1:6379/0``) is used when it answers; in CI (``CI=true`
 SQL-facing tests take ``database_url`` and run once on a SQLite file and once on the system PostgreSQL
 (``CACHEWISE_TEST_POSTGRES``), under the same rules.
 
+Contract tests take ``mode`` and run twice: once calling the sync API, once its async twins (see ``tests/modes.py``).
+
 Each test gets its own namespace; at teardown every key in it must have a TTL (the seed's §5 rule, checked after
 every test), and the keys are removed so that a shared server is left as it was found.
 """
@@ -22,6 +24,7 @@ import redis
 
 from cachewise import Cache
 from cachewise.server.embedded import EmbeddedServer
+from tests.modes import MODES, Mode
 
 SYSTEM_REDIS = os.environ.get("CACHEWISE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SYSTEM_POSTGRES = os.environ.get("CACHEWISE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -111,6 +114,23 @@ def raw(server_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(server_url)
     yield client
     client.close()
+
+
+@pytest.fixture(params=MODES, ids=MODES)
+def mode(request: pytest.FixtureRequest) -> Iterator[Mode]:
+    """How the test calls the API: ``"sync"`` or ``"async"``, a :class:`~tests.modes.Mode`.
+
+    ``c = mode(cache)`` is a proxy: ``c.get(...)`` is ``cache.get(...)`` in sync mode, and ``cache.aget(...)`` run to
+    completion on one event loop owned by this fixture for the whole test in async mode (result returned, exceptions
+    raised unchanged); attributes without an async twin (``c.namespace``, ``c.stats()``) are ``cache``'s own.  The
+    test itself stays a ``def``.  At the end, in async mode, the asyncio pools this loop opened on the wrapped
+    objects' caches are closed before any other fixture is torn down (a ``Cache`` closed first would forget them
+    unclosed), then the loop is closed.
+    """
+    chosen = Mode(request.param)
+    chosen.on_first_use = lambda: request.node.addfinalizer(chosen.close_pools)  # LIFO: before other teardowns
+    yield chosen
+    chosen.close()
 
 
 def _postgres_problem(url: str) -> str | None:
