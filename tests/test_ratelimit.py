@@ -47,6 +47,7 @@ from cachewise.ratelimit import (
     resolve_limits,
 )
 from cachewise.server.embedded import EmbeddedServer
+from tests.modes import Mode
 
 ALGORITHMS = ("fixed_window", "sliding_window", "token_bucket")
 #: Slack for comparing the server's µs times, read back as float seconds (~1.7e9: a resolution of ~0.24 µs).
@@ -170,13 +171,13 @@ def test_degraded_decisions() -> None:
     assert degraded(limits, False, 3, 1.0) == Decision(False, 10, 0, 1.0, 1.0, limits[0], degraded=True)
 
 
-def test_rate_limiter_arguments() -> None:
+def test_rate_limiter_arguments(mode: Mode) -> None:
     cache = Cache("redis://127.0.0.1:1/0", namespace="rlargs")  # never connects
     try:
-        limiter = RateLimiter(cache, 100, timedelta(minutes=1))
+        limiter = mode(RateLimiter(cache, 100, timedelta(minutes=1)))
         assert limiter.limits == (Limit(100, 60),) and limiter.name == "default" and limiter.on_error == "allow"
         assert limiter.keys("ip:1") == ["rlargs:_cw:rl:default:tb100p60s:ip%3A1"]
-        both = RateLimiter(cache, limits=[Limit(10, 1), Limit(1000, 3600, algorithm="fixed_window")], name="api")
+        both = mode(RateLimiter(cache, limits=[Limit(10, 1), Limit(1000, 3600, algorithm="fixed_window")], name="api"))
         assert both.keys("u") == ["rlargs:_cw:rl:api:tb10p1s:u", "rlargs:_cw:rl:api:fw1000p3600s:u"]
         assert "10 per 1 s" in repr(both)
         with pytest.raises(ConfigurationError, match="name"):
@@ -197,8 +198,8 @@ def test_rate_limiter_arguments() -> None:
 
 # -- one process, each server ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_counts_then_refuses(cache: Cache, raw: redis.Redis, algorithm: str) -> None:
-    limiter = RateLimiter(cache, 5, 10, algorithm=algorithm)
+def test_counts_then_refuses(cache: Cache, raw: redis.Redis, algorithm: str, mode: Mode) -> None:
+    limiter = mode(RateLimiter(cache, 5, 10, algorithm=algorithm))
     if algorithm != "token_bucket":  # not across a window edge (the window counts would restart)
         wait_for_window_fraction(raw, 10, 0.0, 0.8)
     # the server decided every hit below at an instant (of its clock, which the script reads) between t0 and t1
@@ -227,10 +228,12 @@ def test_counts_then_refuses(cache: Cache, raw: redis.Redis, algorithm: str) -> 
     assert limiter.hit("ip:2").allowed, "another identity has its own count"
 
 
-def test_the_clients_clock_plays_no_part(cache: Cache, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_clients_clock_plays_no_part(
+    cache: Cache, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch, mode: Mode
+) -> None:
     """Windows and buckets run on the server's TIME: a client whose clock is wildly off decides the same."""
-    fixed = RateLimiter(cache, 5, 10, algorithm="fixed_window")
-    bucket = RateLimiter(cache, 5, 10)
+    fixed = mode(RateLimiter(cache, 5, 10, algorithm="fixed_window"))
+    bucket = mode(RateLimiter(cache, 5, 10))
     # not near a window's start: there, a clock in 1970 (on a window's edge) would see the same 10 s left
     wait_for_window_fraction(raw, 10, 0.1, 0.8)
     t0 = server_seconds(raw)
@@ -244,9 +247,9 @@ def test_the_clients_clock_plays_no_part(cache: Cache, raw: redis.Redis, monkeyp
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_retry_after_is_when_it_passes(cache: Cache, raw: redis.Redis, algorithm: str) -> None:
+def test_retry_after_is_when_it_passes(cache: Cache, raw: redis.Redis, algorithm: str, mode: Mode) -> None:
     period = 1.0
-    limiter = RateLimiter(cache, 2, period, algorithm=algorithm, burst=1 if algorithm == "token_bucket" else None)
+    limiter = mode(RateLimiter(cache, 2, period, algorithm=algorithm, burst=1 if algorithm == "token_bucket" else None))
     if algorithm != "token_bucket":  # at least 0.65 s of the window left: the hits and the peek stay in it
         wait_for_window_fraction(raw, period, 0.05, 0.35)
     while limiter.hit("u").allowed:
@@ -264,8 +267,8 @@ def test_retry_after_is_when_it_passes(cache: Cache, raw: redis.Redis, algorithm
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_cost(cache: Cache, raw: redis.Redis, algorithm: str) -> None:
-    limiter = RateLimiter(cache, 5, 30, algorithm=algorithm)
+def test_cost(cache: Cache, raw: redis.Redis, algorithm: str, mode: Mode) -> None:
+    limiter = mode(RateLimiter(cache, 5, 30, algorithm=algorithm))
     if algorithm != "token_bucket":
         wait_for_window_fraction(raw, 30, 0.0, 0.98)
     assert limiter.hit("u", cost=3).remaining == 2
@@ -279,8 +282,8 @@ def test_cost(cache: Cache, raw: redis.Redis, algorithm: str) -> None:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_peek_counts_nothing(cache: Cache, raw: redis.Redis, algorithm: str) -> None:
-    limiter = RateLimiter(cache, 3, 30, algorithm=algorithm)
+def test_peek_counts_nothing(cache: Cache, raw: redis.Redis, algorithm: str, mode: Mode) -> None:
+    limiter = mode(RateLimiter(cache, 3, 30, algorithm=algorithm))
     if algorithm != "token_bucket":
         wait_for_window_fraction(raw, 30, 0.0, 0.98)
     fresh = limiter.peek("u")
@@ -295,13 +298,16 @@ def test_peek_counts_nothing(cache: Cache, raw: redis.Redis, algorithm: str) -> 
     assert not exhausted.allowed and exhausted.remaining == 0 and exhausted.retry_after > 0
 
 
-def test_several_limits_in_one_round_trip_all_or_nothing(cache: Cache, raw: redis.Redis, server_url: str) -> None:
+def test_several_limits_in_one_round_trip_all_or_nothing(
+    cache: Cache, raw: redis.Redis, server_url: str, mode: Mode
+) -> None:
     wait_for_window_fraction(raw, 60, 0.0, 0.99)
     per_second = Limit(100, 60)
     strict = Limit(3, 60, "fixed_window")
     sliding = Limit(4, 60, "sliding_window")
-    limiter = RateLimiter(cache, limits=[per_second, strict, sliding], name="multi")
-    alone = {lim: RateLimiter(cache, limits=[lim], name="multi") for lim in (per_second, strict, sliding)}  # same keys
+    limiter = mode(RateLimiter(cache, limits=[per_second, strict, sliding], name="multi"))
+    # one limiter per limit, on the same keys
+    alone = {lim: mode(RateLimiter(cache, limits=[lim], name="multi")) for lim in (per_second, strict, sliding)}
     before = command_calls(raw, "evalsha")
     decisions = [limiter.hit("u") for _ in range(3)]
     if embedded(server_url):
@@ -315,24 +321,28 @@ def test_several_limits_in_one_round_trip_all_or_nothing(cache: Cache, raw: redi
     assert alone[per_second].peek("u").remaining == 97
     assert alone[sliding].peek("u").remaining == 1
     # the other way round: the sliding window refuses after its 4th, the fixed window is untouched by it
-    other = RateLimiter(cache, limits=[sliding, Limit(10, 60, "fixed_window")], name="multi2")
+    other = mode(RateLimiter(cache, limits=[sliding, Limit(10, 60, "fixed_window")], name="multi2"))
     assert [other.hit("v").allowed for _ in range(6)] == [True] * 4 + [False] * 2
     assert other.hit("v").policy == sliding
-    assert RateLimiter(cache, limits=[Limit(10, 60, "fixed_window")], name="multi2").peek("v").remaining == 6
+    assert mode(RateLimiter(cache, limits=[Limit(10, 60, "fixed_window")], name="multi2")).peek("v").remaining == 6
 
 
-def test_refused_by_two_limits_reports_the_later(cache: Cache, raw: redis.Redis) -> None:
+def test_refused_by_two_limits_reports_the_later(cache: Cache, raw: redis.Redis, mode: Mode) -> None:
     wait_for_window_fraction(raw, 1, 0.0, 0.8)
     quick, slow = Limit(1, 1, "fixed_window"), Limit(1, 3600)
-    limiter = RateLimiter(cache, limits=[quick, slow])
+    limiter = mode(RateLimiter(cache, limits=[quick, slow]))
     assert limiter.hit("u").allowed
     refused = limiter.hit("u")
     assert refused.policy == slow and refused.retry_after > 3000
 
 
-def test_reset_deletes_by_name_without_keys_or_scan(cache: Cache, raw: redis.Redis, server_url: str) -> None:
-    limiter = RateLimiter(cache, limits=[Limit(2, 60), Limit(2, 60, "fixed_window"), Limit(2, 60, "sliding_window")])
-    other = RateLimiter(cache, 2, 60, name="other")
+def test_reset_deletes_by_name_without_keys_or_scan(
+    cache: Cache, raw: redis.Redis, server_url: str, mode: Mode
+) -> None:
+    limiter = mode(
+        RateLimiter(cache, limits=[Limit(2, 60), Limit(2, 60, "fixed_window"), Limit(2, 60, "sliding_window")])
+    )
+    other = mode(RateLimiter(cache, 2, 60, name="other"))
     for _ in range(3):
         limiter.hit("ip:1")
         other.hit("ip:1")
@@ -349,8 +359,8 @@ def test_reset_deletes_by_name_without_keys_or_scan(cache: Cache, raw: redis.Red
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_every_key_has_a_ttl_and_a_known_name(cache: Cache, raw: redis.Redis, algorithm: str) -> None:
-    limiter = RateLimiter(cache, 10, 30, algorithm=algorithm, name="api")
+def test_every_key_has_a_ttl_and_a_known_name(cache: Cache, raw: redis.Redis, algorithm: str, mode: Mode) -> None:
+    limiter = mode(RateLimiter(cache, 10, 30, algorithm=algorithm, name="api"))
     wait_for_window_fraction(raw, 30, 0.0, 0.98)
     identity = "user:7 / é"
     for _ in range(12):
@@ -383,16 +393,18 @@ async def test_scripts_flushed_by_the_server_are_loaded_again(embedded_url: str,
         raw.close()
 
 
-def test_identities_never_collide(cache: Cache) -> None:
-    limiter = RateLimiter(cache, 1, 30)
+def test_identities_never_collide(cache: Cache, mode: Mode) -> None:
+    limiter = mode(RateLimiter(cache, 1, 30))
     for identity in ("a:b", "a%3Ab", "a b", "a+b", "", "a:b:"):
         assert limiter.hit(identity).allowed, identity
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("junk", ["hash", b"garbage", b"nan", b"9e99", b"-5", b"12 x", b"99999999999999 99999"])
-def test_state_it_cannot_read_is_replaced(cache: Cache, raw: redis.Redis, algorithm: str, junk: Any) -> None:
-    limiter = RateLimiter(cache, 3, 30, algorithm=algorithm)
+def test_state_it_cannot_read_is_replaced(
+    cache: Cache, raw: redis.Redis, algorithm: str, junk: Any, mode: Mode
+) -> None:
+    limiter = mode(RateLimiter(cache, 3, 30, algorithm=algorithm))
     key = limiter.keys("u")[0]
     if junk == "hash":
         raw.hset(key, "f", "v")
@@ -732,10 +744,11 @@ def _limiters(url: str) -> tuple[Cache, RateLimiter, RateLimiter]:
     )
 
 
-def test_server_down_fails_open_or_closed_as_configured(server_dir: tuple[str, str | None]) -> None:
+def test_server_down_fails_open_or_closed_as_configured(server_dir: tuple[str, str | None], mode: Mode) -> None:
     directory, binary = server_dir
     server = EmbeddedServer(directory, binary=binary).start()
     cache, fail_open, fail_closed = _limiters(server.url)
+    fail_open, fail_closed = mode(fail_open), mode(fail_closed)
     try:
         assert fail_open.hit("u").allowed and fail_closed.hit("u").allowed
         server.stop()
@@ -761,7 +774,7 @@ def test_server_down_fails_open_or_closed_as_configured(server_dir: tuple[str, s
         assert back.allowed and not back.degraded and back.remaining == 1
         assert not fail_open.hit("u").degraded
     finally:
-        cache.close()
+        mode(cache).close()
         server.stop()
 
 
