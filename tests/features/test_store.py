@@ -22,6 +22,7 @@ from cachewise import Cache
 from cachewise.errors import ConfigurationError, InvalidTTLError, SerializationError
 from cachewise.failures import SERVER_ERRORS
 from cachewise.features import FeatureStore, MaterializeSummary
+from tests.modes import Mode
 
 USERS = 200_000
 
@@ -68,10 +69,10 @@ def _query(table: str, *, with_count: bool = True, where: bool = False) -> str:
 
 
 def test_materialize_sql_200k_users(
-    purchases: tuple[sa.Engine, str], cache: Cache, raw: redis.Redis, unique_namespace: str
+    purchases: tuple[sa.Engine, str], cache: Cache, raw: redis.Redis, unique_namespace: str, mode: Mode
 ) -> None:
     engine, table = purchases
-    store = FeatureStore(cache, entity="user", ttl=7200, batch_size=5000)
+    store = mode(FeatureStore(cache, entity="user", ttl=7200, batch_size=5000))
     seen: list[int] = []
     summary = store.materialize_sql(engine, _query(table), progress=seen.append)
     assert isinstance(summary, MaterializeSummary)
@@ -136,7 +137,7 @@ def _mean(user: int) -> Decimal:
     return (_amount(user, 0) + _amount(user, 1)) / 2
 
 
-def test_loader_holds_one_batch_and_one_is_in_flight(cache: Cache, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loader_holds_one_batch_and_one_is_in_flight(cache: Cache, monkeypatch: pytest.MonkeyPatch, mode: Mode) -> None:
     """Bounded memory: rows are pulled from the source one batch at a time and dropped once sent; the server has
     at most one batch in flight (sent, reply not read) while the next is read."""
     store = FeatureStore(cache, entity="user", ttl=60, batch_size=100)
@@ -170,6 +171,7 @@ def test_loader_holds_one_batch_and_one_is_in_flight(cache: Cache, monkeypatch: 
 
     monkeypatch.setattr(store, "_send_batch", send)
     monkeypatch.setattr(store, "_await_batch", wait)
+    store = mode(store)
     summary = store.materialize(rows())
     assert summary.rows == 1050 == sent == acknowledged and summary.batches == 11
     assert sizes == [100] * 10 + [50]
@@ -201,10 +203,10 @@ def test_peak_memory_does_not_grow_with_the_input(cache: Cache) -> None:
 
 
 def test_a_row_that_cannot_be_encoded_raises_after_the_batches_before_it_are_written(
-    cache: Cache, raw: redis.Redis
+    cache: Cache, raw: redis.Redis, mode: Mode
 ) -> None:
     """The error reaches the caller, and only once the batch already on the wire is confirmed written."""
-    store = FeatureStore(cache, entity="user", ttl=60, batch_size=10)
+    store = mode(FeatureStore(cache, entity="user", ttl=60, batch_size=10))
     raw.set(store.key(15), "not a hash", px=60_000)  # DEL then HSET: replaced, not an error
     rows = [{"user_id": i, "v": i} for i in range(1, 31)]
     assert store.materialize(rows).rows == 30
@@ -223,7 +225,7 @@ def test_a_row_that_cannot_be_encoded_raises_after_the_batches_before_it_are_wri
     assert store.get(11) == {"v": 11}  # the second batch was never sent (the first run's value stands)
 
 
-def test_dataframes_of_every_kind(cache: Cache, raw: redis.Redis) -> None:
+def test_dataframes_of_every_kind(cache: Cache, raw: redis.Redis, mode: Mode) -> None:
     import polars as pl
     import pyarrow as pa  # type: ignore[import-untyped]
 
@@ -238,7 +240,7 @@ def test_dataframes_of_every_kind(cache: Cache, raw: redis.Redis) -> None:
         ("polars", pl.DataFrame(data)),
         ("arrow", pa.table(data)),
     ):
-        store = FeatureStore(cache, entity=f"frame{kind}", ttl=60, id_column="user_id", batch_size=2)
+        store = mode(FeatureStore(cache, entity=f"frame{kind}", ttl=60, id_column="user_id", batch_size=2))
         summary = store.materialize(frame)
         assert summary.rows == 3 and summary.batches == 2, kind
         got = store.get_many([1, 2, 3])
@@ -267,8 +269,8 @@ async def _agen() -> Any:
     yield {"user_id": 1}
 
 
-def test_typed_values_and_dataframes(cache: Cache, raw: redis.Redis) -> None:
-    store = FeatureStore(cache, entity="item", ttl=60, id_column="sku")
+def test_typed_values_and_dataframes(cache: Cache, raw: redis.Redis, mode: Mode) -> None:
+    store = mode(FeatureStore(cache, entity="item", ttl=60, id_column="sku"))
     store.materialize([{"sku": "a-1", "n": 3, "x": 1.5, "s": "hi", "none": None, "d": Decimal("2.25"), "ok": True}])
     assert store.get("a-1") == {"n": 3, "x": 1.5, "s": "hi", "none": None, "d": 2.25, "ok": True}
     frame = pd.DataFrame({"sku": ["b", "c"], "n": [1, 2], "x": [0.5, float("nan")]})
@@ -322,8 +324,8 @@ def test_get_many_is_one_round_trip_ordered_with_subsets(
     assert store.get_many([]) == []
 
 
-def test_max_age_and_freshness(cache: Cache, raw: redis.Redis) -> None:
-    store = FeatureStore(cache, entity="user", ttl=60)
+def test_max_age_and_freshness(cache: Cache, raw: redis.Redis, mode: Mode) -> None:
+    store = mode(FeatureStore(cache, entity="user", ttl=60))
     store.materialize([{"user_id": 1, "a": 1}, {"user_id": 2, "a": 2}])
     raw.hset(store.key(2), "updated_at", "1000")  # written long ago
     assert store.get(1, max_age=60) == {"a": 1}
@@ -370,9 +372,10 @@ def test_async_twins(cache: Cache, monkeypatch: pytest.MonkeyPatch) -> None:
     asyncio.run(main())
 
 
-def test_reads_fail_open_when_the_server_is_down(unique_namespace: str) -> None:
-    with Cache("redis://127.0.0.1:1/0", namespace=unique_namespace, timeout=0.2, connect_timeout=0.2) as down:
-        store = FeatureStore(down, entity="user", ttl=60)
+def test_reads_fail_open_when_the_server_is_down(unique_namespace: str, mode: Mode) -> None:
+    down = Cache("redis://127.0.0.1:1/0", namespace=unique_namespace, timeout=0.2, connect_timeout=0.2)
+    with mode(down):
+        store = mode(FeatureStore(down, entity="user", ttl=60))
         assert store.get(1) is None
         assert store.get_many([1, 2]) == [None, None]
         assert store.freshness(1) is None
