@@ -1,0 +1,331 @@
+"""Client pools for one server, sync and asyncio, with timeouts suited to a cache.
+
+redis-py's asyncio clients belong to the event loop that created them, so a :class:`Connection` keeps one per
+running loop (``asyncio.run`` twice, or a test framework's loop per test, just works).  Pools block for a free
+connection (up to ``pool_timeout``) rather than failing when many callers arrive at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.retry import Retry
+
+from ..breaker import CircuitBreaker
+from ..errors import ConfigurationError
+from ..server.embedded import EmbeddedServer, release_server, shared_server
+from .notify import FillNotifier
+from .pool import LeanPool
+from .urls import ServerAddress, parse_url, redact
+
+__all__ = ["ClientOptions", "Connection"]
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How to talk to the server.  Seconds; short, because a slow cache is worse than none."""
+
+    #: Longest wait for one command's reply.
+    timeout: float = 0.5
+    #: Longest wait to open a connection.
+    connect_timeout: float = 0.5
+    #: Longest wait for a free pooled connection when all are busy (a burst of callers), before failing open.
+    pool_timeout: float = 2.0
+    #: Connections per pool (one sync pool, one asyncio pool per event loop), and at most as many commands at once.
+    max_connections: int = 64
+    #: Failures in a row that open the circuit breaker, and seconds it stays open before a probe.
+    breaker_threshold: int = 5
+    breaker_reset: float = 1.0
+    #: Extra keyword arguments for redis-py's connection pool (e.g. ``ssl_ca_certs``).
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def pool_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for a redis-py connection pool."""
+        return {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.connect_timeout,
+            "max_connections": self.max_connections,
+            "timeout": self.pool_timeout,  # wait for a free pooled connection
+            # One retry after a dropped connection (a pooled one may predate a server restart); none after a timeout,
+            # which would only double the wait on a hanging server.
+            "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            "protocol": 2,
+            "health_check_interval": 30,
+            **dict(self.extra),
+        }
+
+
+class _LoopClient:
+    """The asyncio client of one event loop, and a bound on the commands it has in flight.
+
+    A counter plus a queue of waiting futures, not an ``asyncio.Semaphore``: the uncontended path (nearly every
+    command) then costs an integer compare instead of a coroutine.  Only one event loop touches it.
+    """
+
+    __slots__ = ("busy", "client", "closed", "idle", "size", "waiting")
+
+    def __init__(self, client: redis.asyncio.Redis, size: int) -> None:
+        self.client = client
+        self.size = size
+        self.busy = 0
+        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: Idle connections of the packed-command path (:meth:`Connection.apipelined`): redis-py's asyncio pool
+        #: records metrics on every checkout; this list, bounded by ``busy``/``size``, does not.
+        self.idle: list[Any] = []
+        self.closed = False
+
+    def checkout(self) -> Any:
+        """An idle connection of the packed-command path, or a new one (it connects on first use)."""
+        if self.idle:
+            return self.idle.pop()
+        pool: Any = self.client.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
+
+    async def wait_for_slot(self, timeout: float) -> None:
+        """Queue until a running command hands its slot over (``asyncio.TimeoutError`` after ``timeout``)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except BaseException:
+            if future.done() and not future.cancelled():
+                self.release()  # the slot was handed over just as we gave up: pass it on
+            else:
+                future.cancel()
+            raise
+
+    def release(self) -> None:
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_result(None)  # the slot passes to the waiter; busy stays as it is
+                return
+        self.busy -= 1
+
+
+class Connection:
+    """The clients of one server URL; starts (or joins) the embedded server for ``embedded://``.
+
+    Every command of the package is sent ready-encoded (:meth:`pipelined`, :meth:`apipelined`; only the
+    :class:`~cachewise.executor.Executor` calls them) on the lean pool: at most ``max_connections`` in a process, and
+    as many per event loop, whose use is bounded by a counter (redis-py's asyncio blocking pool costs ~10 µs a
+    command).
+    :attr:`sync` and :meth:`acommand` are redis-py's own clients of the same server, for other commands; they
+    connect only when used.
+    """
+
+    def __init__(self, url: str | None = None, options: ClientOptions | None = None) -> None:
+        self.address: ServerAddress = parse_url(url)
+        self.options = options or ClientOptions()
+        self.server: EmbeddedServer | None = None
+        if self.address.embedded:
+            self.server = shared_server(self.address.directory)
+            target = self.server.url
+        else:
+            target = self.address.url
+        self._target = target
+        self.breaker = CircuitBreaker(
+            self.options.breaker_threshold, self.options.breaker_reset, name=redact(self.address.url)
+        )
+        if self.address.scheme == "rediss" and not any(k == "ssl_check_hostname" for k, _ in self.options.extra):
+            # Verify the server's certificate names the host (older redis-py releases do not by default).
+            self.options = dataclasses.replace(self.options, extra=(*self.options.extra, ("ssl_check_hostname", True)))
+        try:
+            pool = redis.BlockingConnectionPool.from_url(target, **self.options.pool_kwargs())
+        except (ValueError, TypeError) as exc:  # redis-py's message may quote part of the URL: never pass it on
+            if self.server is not None:
+                release_server(self.server)
+            raise ConfigurationError(
+                f"cannot use server URL {redact(self.address.url)!r} ({type(exc).__name__}): check its form, e.g. "
+                "redis://user:password@host:6379/0, with special characters in the password percent-encoded"
+            ) from None
+        self.sync: redis.Redis = redis.Redis(connection_pool=pool)
+        # The hot path's pool (pipelined/execute_packed/script): same connection class and options, leaner checkout.
+        self._lean = LeanPool(
+            lambda: pool.connection_class(**pool.connection_kwargs),
+            self.options.max_connections,
+            self.options.pool_timeout,
+        )
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = weakref.WeakKeyDictionary()
+        self._last_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._last: _LoopClient | None = None
+        self._notifier: FillNotifier | None = None
+        self._notifier_lock = threading.Lock()
+        self.closed = False
+
+    @property
+    def notifier(self) -> FillNotifier:
+        """The pub/sub listener that wakes callers waiting for another caller's load (started on first use)."""
+        notifier = self._notifier
+        if notifier is None:
+            with self._notifier_lock:
+                if self._notifier is None:
+                    options = self.options
+                    self._notifier = FillNotifier(
+                        self._target,
+                        connect_timeout=options.connect_timeout,
+                        pool_kwargs={"protocol": 2, "socket_timeout": max(options.timeout, 1.0), **dict(options.extra)},
+                    )
+                notifier = self._notifier
+        return notifier
+
+    @property
+    def target(self) -> str:
+        """The URL actually connected to (for ``embedded://``, the embedded server's socket)."""
+        return self._target
+
+    def pipelined(self, payload: bytes, count: int) -> list[Any]:
+        """Send ``count`` commands already encoded in the protocol (see :mod:`cachewise.server.resp`) as one write on
+        one pooled connection and read their raw replies (no reply callbacks: ``HGETALL`` gives a flat list under
+        RESP2).  An error reply takes its command's place as a ``ResponseError``, it is not raised.
+
+        A connection found dead before any reply was read (say, it predates a server restart) is replaced and the
+        whole payload sent once more, as redis-py's own retry on a connection error does.  Safe for reads and for
+        most of this package's scripts (idempotent, or refusing a second write under a lease already spent); a
+        rate-limit hit whose connection dropped after the server ran it but before its reply arrived is counted
+        twice, as it was with redis-py's retry.  A connection that fails mid-way is disconnected before it is
+        reused (it reconnects), so no reply of one call is ever read by another.
+        """
+        pool = self._lean
+        for attempt in (1, 2):
+            conn = pool.get()
+            replies: list[Any] = []
+            try:
+                conn.send_packed_command([payload])
+                for _ in range(count):
+                    try:
+                        replies.append(conn.read_response())
+                    except ResponseError as exc:  # consumed: the next reply is next on the wire
+                        replies.append(exc)
+                return replies
+            except RedisConnectionError:
+                conn.disconnect()
+                if attempt == 2 or replies:
+                    raise
+            except BaseException:
+                conn.disconnect()  # replies may be pending on it
+                raise
+            finally:
+                pool.release(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def apipelined(self, payload: bytes, count: int) -> list[Any]:
+        """:meth:`pipelined` with the running loop's client (bounded like :meth:`acommand`)."""
+        entry = await self._acquire()
+        try:
+            for attempt in (1, 2):
+                conn = entry.checkout()
+                replies: list[Any] = []
+                try:
+                    await conn.send_packed_command([payload])
+                    for _ in range(count):
+                        try:
+                            replies.append(await conn.read_response())
+                        except ResponseError as exc:
+                            replies.append(exc)
+                    return replies
+                except RedisConnectionError:
+                    await conn.disconnect()
+                    if attempt == 2 or replies:
+                        raise
+                except BaseException:
+                    await conn.disconnect()
+                    raise
+                finally:
+                    if entry.closed:  # the loop's pool was closed while this command ran
+                        await conn.disconnect()
+                    else:
+                        entry.idle.append(conn)  # a disconnected one reconnects on its next use
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            entry.release()
+
+    def _loop_client(self) -> _LoopClient:
+        loop = asyncio.get_running_loop()
+        if self._last_loop is not None and self._last_loop() is loop and self._last is not None:
+            return self._last
+        entry = self._async.get(loop)
+        if entry is None:
+            kwargs = self.options.pool_kwargs()
+            size = kwargs.pop("max_connections")
+            kwargs.pop("timeout")
+            pool = redis.asyncio.ConnectionPool.from_url(self._target, **kwargs)
+            entry = _LoopClient(redis.asyncio.Redis(connection_pool=pool), size)
+            self._async[loop] = entry
+        self._last_loop, self._last = weakref.ref(loop), entry
+        return entry
+
+    def async_client(self) -> redis.asyncio.Redis:
+        """The asyncio client of the running event loop (not bounded by the semaphore: prefer :meth:`acommand`)."""
+        return self._loop_client().client
+
+    async def acommand(self, *args: Any) -> Any:
+        """Run one command with the running loop's client; waits (up to ``pool_timeout``) for a free connection."""
+        entry = await self._acquire()
+        try:
+            return await entry.client.execute_command(*args)  # type: ignore[no-untyped-call]
+        finally:
+            entry.release()
+
+    async def _acquire(self) -> _LoopClient:
+        """The running loop's client, with one of its slots taken (give it back with ``release()``)."""
+        entry = self._loop_client()
+        if entry.busy < entry.size:
+            entry.busy += 1
+        else:
+            await entry.wait_for_slot(self.options.pool_timeout)
+        return entry
+
+    def close(self) -> None:
+        """Close the sync pool, forget asyncio pools, and release the embedded server."""
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self._lean.close()
+        with contextlib.suppress(Exception):
+            self.sync.close()
+            self.sync.connection_pool.disconnect()
+        self._async.clear()
+        self._last_loop, self._last = None, None
+        if self._notifier is not None:
+            self._notifier.close()
+        if self.server is not None:
+            release_server(self.server)
+            self.server = None
+
+    async def aclose_loop(self) -> None:
+        """Close the running loop's asyncio pool (before ``asyncio.run`` closes the loop under it)."""
+        entry = self._async.pop(asyncio.get_running_loop(), None)
+        if self._last is entry:
+            self._last_loop, self._last = None, None
+        if entry is not None:
+            entry.closed = True
+            idle, entry.idle = entry.idle, []
+            for conn in idle:
+                with contextlib.suppress(Exception):
+                    await conn.disconnect()
+            with contextlib.suppress(Exception):
+                await entry.client.aclose()
+
+    async def aclose(self) -> None:
+        """Close the running loop's asyncio pool, then everything :meth:`close` closes."""
+        try:
+            await self.aclose_loop()
+        finally:
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"Connection({redact(self.address.url)!r})"

@@ -1,0 +1,110 @@
+"""Server URLs, without I/O: which server a :class:`~cachewise.Cache` talks to.
+
+* ``embedded://`` — a private Valkey started by cachewise in a temporary directory (the default);
+  ``embedded:///some/dir`` — one kept in ``some/dir``, shared with other local processes using the same URL.
+* ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path/to.sock?db=0``.
+
+``CACHEWISE_URL`` is used when code passes no URL.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from ..errors import ConfigurationError
+
+__all__ = ["DEFAULT_URL", "ENV_VAR", "ServerAddress", "parse_url", "redact"]
+
+ENV_VAR = "CACHEWISE_URL"
+DEFAULT_URL = "embedded://"
+_SCHEMES = ("embedded", "redis", "rediss", "unix")
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """A parsed server URL."""
+
+    url: str
+    scheme: str
+    #: For ``embedded://``: the directory to keep the server in (None: a private temporary one).
+    directory: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.scheme == "embedded"
+
+    def __repr__(self) -> str:
+        return f"ServerAddress({redact(self.url)!r})"
+
+
+def parse_url(url: str | None) -> ServerAddress:
+    """Parse a URL (None: ``CACHEWISE_URL``, else ``embedded://``)."""
+    if url is None:
+        url = os.environ.get(ENV_VAR) or DEFAULT_URL
+    if not isinstance(url, str):
+        raise ConfigurationError(f"a server URL must be a string, got {type(url).__name__}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ConfigurationError(
+            f"cannot use server URL {redact(url)!r}: the scheme must be one of "
+            + ", ".join(f"{s}://" for s in _SCHEMES)
+        )
+    if scheme == "embedded":
+        directory = (parts.netloc + parts.path) or None
+        if parts.netloc and not parts.path:
+            raise ConfigurationError(
+                f"embedded URL {url!r}: give an absolute directory with three slashes, e.g. embedded:///var/cache/cw"
+            )
+        return ServerAddress(url=url, scheme=scheme, directory=directory)
+    if scheme in ("redis", "rediss") and not parts.hostname:
+        raise ConfigurationError(f"server URL {redact(url)!r} has no host: e.g. redis://127.0.0.1:6379/0")
+    try:
+        parts.port  # noqa: B018 - validates the port, which urlsplit parses lazily
+    except ValueError:
+        raise ConfigurationError(
+            f"server URL {redact(url)!r} has no valid port; if the password contains '/', '?', '#' or '@', "
+            "percent-encode it (urllib.parse.quote(password, safe=''))"
+        ) from None
+    if scheme == "unix" and not parts.path:
+        raise ConfigurationError(f"server URL {redact(url)!r} has no socket path: e.g. unix:///run/redis.sock")
+    return ServerAddress(url=url, scheme=scheme)
+
+
+_SECRET_PARAMS = ("password", "pass", "pwd", "auth", "ssl_password", "token")
+
+
+def redact(url: str) -> str:
+    """The URL with every password replaced by ``***``, safe for logs, reprs and error messages.
+
+    Hides the user-info password (``redis://user:pw@host``) and secret query parameters (``?password=``, redis-py's
+    form for ``unix://`` URLs).  A password that breaks URL syntax (an unescaped ``/``, ``?`` or ``#``) cannot be
+    told from the host, so everything between the scheme and the last ``@`` is hidden then.
+    """
+    if not isinstance(url, str):
+        return "<not a URL>"
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "<unparsable URL>"
+    if "@" in rest:
+        userinfo, _, hostpart = rest.rpartition("@")
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else userinfo
+        if ":" in userinfo or any(c in userinfo for c in "/?#"):
+            user = user.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+            rest = f"{user}:***@{hostpart}"
+    try:
+        parts = urlsplit(f"{scheme}://{rest}")
+    except ValueError:
+        return f"{scheme}://<unparsable>"
+    if parts.query:
+        pairs = [
+            (k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        query = "&".join(f"{k}={v}" for k, v in pairs)
+        parts = parts._replace(query=query)
+    if not parts.netloc:  # unix:///path: urlunsplit would drop the empty authority
+        tail = f"?{parts.query}" if parts.query else ""
+        return f"{parts.scheme}://{parts.path}{tail}"
+    return urlunsplit(parts)
