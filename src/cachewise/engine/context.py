@@ -1,0 +1,105 @@
+"""What the read-through flows know of their cache, without I/O: its keys, how it reads and writes entries, how long
+its loads take, and where it counts.
+
+A :class:`Context` is built without a server, so the flows (:mod:`cachewise.engine.flows`) run against it in tests
+with scripted replies; the :class:`~cachewise.engine.engine.Engine` adds the I/O (executor, waiters, leases kept
+alive, local flights).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from ..keyspace import KeySpace
+from ..report import Reporter
+from ..stats import Counters, StatsRegistry
+from ..ttl import TTLLike
+from .reads import EntryReader, ReadPlan
+from .stampede import LoadTimes, Protection
+from .writes import EntryWriter
+
+__all__ = ["Context", "Request"]
+
+_PLAN_MEMO_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One cache-aside call: what to read, how to store, how to protect the origin."""
+
+    key: str
+    tokens: tuple[str, ...]
+    ttl: TTLLike | None
+    jitter: float | None
+    scope: Counters | None
+    where: str
+    protection: Protection
+    #: Refresh in the background (async code) rather than in the caller.
+    background: bool = False
+
+
+class Context:
+    """The pure side of one cache's read-through machinery."""
+
+    def __init__(
+        self,
+        space: KeySpace,
+        reader: EntryReader,
+        writer: EntryWriter,
+        stats: StatsRegistry,
+        report: Reporter,
+        protection: Protection,
+    ) -> None:
+        self.space = space
+        self.reader = reader
+        self.writer = writer
+        self.stats = stats
+        self.report = report
+        self.protection = protection
+        self._plans: dict[str | tuple[str, tuple[str, ...]], ReadPlan] = {}
+        self._load_times: dict[str | None, LoadTimes] = {}
+        self._protections: dict[tuple[Protection, tuple[tuple[str, Any], ...]], Protection] = {}
+        self._lock = threading.Lock()
+
+    def read_plan(self, key: str, tokens: tuple[str, ...] = ()) -> ReadPlan:
+        """What one read of ``key`` fetches (memoised: building it is most of a hit's own cost)."""
+        memo_key = (key, tokens) if tokens else key
+        plan = self._plans.get(memo_key)
+        if plan is None:
+            plan = ReadPlan(self.space, key, tokens)
+            if len(self._plans) >= _PLAN_MEMO_SIZE:
+                self._plans.clear()
+            self._plans[memo_key] = plan
+        return plan
+
+    def lease_ms(self, req: Request) -> int:
+        """The lease TTL for a load of ``req`` (configured, or derived from the loads of its function so far)."""
+        times = self._load_times.get(req.where)
+        return (times or LoadTimes()).lease_ms(req.protection.lease_ttl)
+
+    def loaded(self, req: Request, seconds: float, *, leased: bool) -> None:
+        """A load of ``req`` took ``seconds``."""
+        self.stats.add(req.scope, "loads")
+        self.stats.add(req.scope, "load_seconds", seconds)
+        if leased:
+            self.stats.add(req.scope, "leases")
+        times = self._load_times.get(req.where)
+        if times is None:
+            with self._lock:
+                times = self._load_times.setdefault(req.where, LoadTimes())
+        times.observe(seconds)
+
+    def protection_with(self, base: Protection | None, overrides: dict[str, Any]) -> Protection:
+        """``base`` (default: the cache's) with the given overrides (validated once per distinct override)."""
+        chosen = base or self.protection
+        given = tuple((k, v) for k, v in overrides.items() if v is not None)
+        if not given:
+            return chosen
+        memo_key = (chosen, given)
+        found = self._protections.get(memo_key)
+        if found is None:
+            found = self._protections[memo_key] = dataclasses.replace(chosen, **dict(given))
+        return found

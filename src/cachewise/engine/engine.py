@@ -1,0 +1,119 @@
+"""The read-through engine of one cache: the interface :class:`~cachewise.Cache` (a facade) and ``@cache.cached``
+use.
+
+* :meth:`Engine.read` / :meth:`Engine.aread`: one read (the hit path: one ``MGET``, judged; no flow);
+* :meth:`Engine.get_or_load` / :meth:`Engine.aget_or_load`: cache-aside (a fresh hit returns after the read; the
+  rest is a flow: :mod:`cachewise.engine.flows`);
+* :meth:`Engine.run` / :meth:`Engine.arun`: any other flow (:mod:`cachewise.engine.ops`: writes, invalidations...).
+
+It owns what the flows' steps need at run time: the executor, the local flights, the lease keeper (its heartbeats
+go through the executor too) and the background refreshes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from ..entries import commands
+from ..executor import Executor
+from ..runner import Flow
+from ..stats import Counters
+from ..transport.command import Command
+from .context import Context, Request
+from .driver import Driver
+from .flights import LocalFlights
+from .flows import Found, after_read, first_read
+from .leases import LeaseKeeper
+from .steps import Hold
+
+__all__ = ["Engine"]
+
+
+class Engine:
+    """Reads, cache-aside and the other flows of one cache, with the sync or the asyncio client."""
+
+    def __init__(self, context: Context, executor: Executor) -> None:
+        self.context = context
+        self.executor = executor
+        self.flights = LocalFlights()
+        self.keeper = LeaseKeeper(self._renew)
+        connection = executor.connection
+        self.driver = Driver(
+            executor, self.flights, self.keeper, lambda: connection.notifier, context.space.fill_channel, context.report
+        )
+
+    # -- reads ------------------------------------------------------------------------------------------------------
+    def read(self, key: str, tokens: tuple[str, ...] = (), scope: Counters | None = None, stale: bool = False) -> Found:
+        """One read of ``key`` (counted): ``(value or MISSING, header, plan, reply)``; fails open."""
+        plan = self.context.read_plan(key, tokens)
+        found = first_read(self.context, plan, self.executor.attempt(plan.command, scope), scope, stale)
+        return found if type(found) is tuple else self.driver.run(found)
+
+    async def aread(
+        self, key: str, tokens: tuple[str, ...] = (), scope: Counters | None = None, stale: bool = False
+    ) -> Found:
+        """Async :meth:`read`."""
+        plan = self.context.read_plan(key, tokens)
+        found = first_read(self.context, plan, await self.executor.aattempt(plan.command, scope), scope, stale)
+        return found if type(found) is tuple else await self.driver.arun(found)
+
+    def get_or_load(self, req: Request, loader: Callable[[], Any]) -> Any:
+        """Cache-aside: the value of a fresh hit, else what the flow after the read returns (loading it if needed)."""
+        found = self.read(req.key, req.tokens, req.scope, True)
+        flow = after_read(self.context, req, found)
+        return found[0] if flow is None else self.driver.run(flow, loader, req.where)
+
+    async def aget_or_load(self, req: Request, loader: Callable[[], Any]) -> Any:
+        """Async :meth:`get_or_load` (``loader`` may be async; a refresh runs in the background when ``req`` says
+        so)."""
+        found = await self.aread(req.key, req.tokens, req.scope, True)
+        flow = after_read(self.context, req, found)
+        return found[0] if flow is None else await self.driver.arun(flow, loader)
+
+    # -- other flows ------------------------------------------------------------------------------------------------
+    def run(self, flow: Flow[Any]) -> Any:
+        """Run a flow of :class:`~cachewise.runner.Send` steps (and any other engine step) with blocking I/O."""
+        return self.driver.run(flow)
+
+    async def arun(self, flow: Flow[Any]) -> Any:
+        """Async :meth:`run`."""
+        return await self.driver.arun(flow)
+
+    # -- lease heartbeats (in the keeper's thread) ------------------------------------------------------------------
+    def _renew(self, holds: list[Hold]) -> list[bool | BaseException]:
+        """Extend the leases of loads in progress, in one round trip, with the counters they were taken under: a
+        lease whose counters moved (its value would be stale) or that is no longer ours is let go (False)."""
+        space, fresh = self.context.space, commands.fresh_value()
+        parts: list[Command] = []
+        for hold in holds:
+            parts += (
+                commands.counters(hold.counters, hold.lease_ms, fresh),
+                commands.extend(space, hold.key, hold.token, hold.lease_ms),
+            )
+        replies = self.executor.run(Command.join("lease heartbeat", parts))
+        answers: list[bool | BaseException] = []
+        moved = []
+        for i, hold in enumerate(holds):
+            values, extended = replies[2 * i], replies[2 * i + 1]
+            if extended != 1:
+                answers.append(False)
+            elif tuple(values) != hold.stamps:  # an invalidation during the load: give the lease back now
+                moved.append(commands.release(space, hold.key, hold.token))
+                answers.append(False)
+            else:
+                answers.append(True)
+        if moved:
+            self.executor.attempt(Command.join("release", moved))
+        return answers
+
+    # -- life cycle -------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.keeper.close()
+
+    async def aclose(self) -> None:
+        """Wait for background refreshes, then stop the lease keeper."""
+        if self.driver.tasks:
+            await asyncio.gather(*self.driver.tasks, return_exceptions=True)
+        self.keeper.close()

@@ -1,0 +1,242 @@
+"""Cache-aside past the first read, written once for sync and async code, as flows (see :mod:`cachewise.runner`).
+
+A flow makes every decision and yields each piece of I/O as a step (:class:`~cachewise.runner.Send` and the steps
+of :mod:`cachewise.engine.steps`); the engine's driver runs the steps.  So leases, waiting, early refresh and stale
+serving exist once, as in ``h11``/``httpcore``, and are tested without a server by feeding them replies.
+
+The hit path never enters a flow: the engine reads, judges with :func:`first_read`, and :func:`after_read` says
+whether anything remains to be done (a fresh hit: nothing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from ..entries import commands, verdicts
+from ..entries.envelope import payload_of
+from ..executor import Failed
+from ..failures import SERVER_ERRORS
+from ..missing import MISSING
+from ..runner import Flow, Send
+from ..stats import Counters
+from ..transport.command import Command
+from .context import Context, Request
+from .reads import FAILED, NO_HEAD, RECHECK, ReadPlan
+from .stampede import new_token
+from .steps import Hold, Join, Joined, Listen, Load, Share, Spawn, Wait
+
+__all__ = ["after_read", "first_read", "recheck"]
+
+#: What a read found: ``(value or MISSING, header tokens, the plan it ran, its reply or None)``.
+Found = tuple[Any, list[bytes], ReadPlan, Any]
+
+
+def first_read(ctx: Context, plan: ReadPlan, reply: Any, scope: Counters | None, serve_stale: bool) -> Any:
+    """What the first read of a call found (a :data:`Found`), or the flow that reads again (:func:`recheck`) when
+    the entry carries tags the caller did not name.  A failed read is a miss with the header :data:`FAILED`."""
+    if type(reply) is Failed:
+        ctx.stats.add(scope, "misses")
+        return MISSING, FAILED, plan, None
+    value, head = ctx.reader.verdict(plan, reply, scope, serve_stale)
+    if value is RECHECK:
+        return recheck(ctx, plan, reply[0], scope, serve_stale)
+    return value, head, plan, reply
+
+
+def recheck(ctx: Context, plan: ReadPlan, raw: bytes, scope: Counters | None, serve_stale: bool) -> Flow[Found]:
+    """Read an entry again with the counters of the tags it carries (the caller named other tags, or none)."""
+    tags = verdicts.tags_of(raw)
+    if tags is None:
+        ctx.reader.invalid(scope, "corrupt entry tags")
+        ctx.stats.add(scope, "misses")
+        return MISSING, NO_HEAD, plan, None
+    again = ctx.read_plan(plan.key, tags)
+    try:
+        reply = yield Send(again.command, scope)
+    except SERVER_ERRORS:
+        ctx.stats.add(scope, "misses")
+        return MISSING, FAILED, again, None
+    value, head = ctx.reader.verdict(again, reply, scope, serve_stale)
+    if value is RECHECK:  # its tags changed between the two reads: a miss
+        ctx.stats.add(scope, "misses")
+        return MISSING, NO_HEAD, again, None
+    return value, head, again, reply
+
+
+def after_read(ctx: Context, req: Request, found: Found) -> Flow[Any] | None:
+    """What remains after the first read of a cache-aside call: None for a fresh hit (return its value), else the
+    flow that reloads (a miss, a hit due for an early or a stale refresh, or a server that did not answer: then
+    load without the cache — no lease, no store, no second timeout)."""
+    value, head, plan, reply = found
+    if value is not MISSING:
+        why = ctx.reader.refresh_due(head, req.protection) if head else None
+        if why is None:
+            return None
+        if why != "corrupt":
+            return _refresh(ctx, req, value, head, why)
+        ctx.reader.invalid(req.scope, "corrupt entry times")
+    if head is FAILED:
+        return _load(ctx, req, None)
+    if not req.protection.single_flight:
+        return _load(ctx, req, "", stamps=_expected(ctx, req, _seen(plan, reply)))
+    return _single_flight(ctx, req, _seen(plan, reply))
+
+
+def _seen(plan: ReadPlan, reply: Any) -> dict[str, Any]:
+    """The counters' values a read saw (none when it failed)."""
+    return dict(zip(plan.counters, reply[1:])) if reply else {}
+
+
+def _expected(ctx: Context, req: Request, seen: dict[str, Any]) -> list[Any]:
+    """The values of ``req``'s counters as last seen (None: unknown)."""
+    return [seen.get(c) for c in ctx.read_plan(req.key, req.tokens).counters]
+
+
+def _acquire(req: Request, plan: ReadPlan, lease_ms: int, command: Command) -> Send:
+    """The lease request behind the counters it is taken under (kept alive for the lease's time)."""
+    counters = commands.counters(plan.counters, lease_ms, commands.fresh_value())
+    return Send(Command.join("acquire", [counters, command]), req.scope)
+
+
+def _refresh(ctx: Context, req: Request, value: Any, head: list[bytes], why: str) -> Flow[Any]:
+    """A hit that should be reloaded (early, or served stale): one caller takes the lease and reloads (unless the
+    entry it read was replaced meanwhile: another caller's refresh landed)."""
+    plan = ctx.read_plan(req.key, req.tokens)
+    lease_ms = ctx.lease_ms(req)
+    token = new_token()
+    seen_written = head[2] if len(head) > 2 else b""
+    command = commands.acquire(ctx.space, req.key, token, lease_ms, refresh=True, seen_written=seen_written)
+    try:
+        snapshot, reply = yield _acquire(req, plan, lease_ms, command)
+    except SERVER_ERRORS:
+        reply = None
+    if commands.lease_reply(reply).kind != "granted":  # someone else is reloading it (or the server failed)
+        if why == "stale":
+            ctx.stats.add(req.scope, "stale_served")
+        return value
+    ctx.stats.add(req.scope, "stale_served" if why == "stale" and req.background else "early_refreshes")
+    load = _load(ctx, req, token, lease_ms=lease_ms, stamps=snapshot)
+    if req.background:
+        yield Spawn(load)
+        return value
+    return (yield from load)
+
+
+def _single_flight(ctx: Context, req: Request, seen: dict[str, Any]) -> Flow[Any]:
+    """A miss: follow another caller of this process that is loading the key, or take the lease and load, or wait
+    to be told the value is there."""
+    scope, stats, reader = req.scope, ctx.stats, ctx.reader
+    plan = ctx.read_plan(req.key, req.tokens)
+    lease_ms = ctx.lease_ms(req)
+    deadline = time.monotonic() + req.protection.wait_budget(lease_ms)
+    joined: Joined = yield Join(plan.entry, deadline - time.monotonic())
+    if not joined.lead:  # another caller here was loading it: take its stored value, or read the key once
+        stats.add(scope, "waits")
+        if joined.payload is not None:
+            found = reader.shared(plan.entry, joined.payload, scope)
+        else:
+            found = yield from _reread(ctx, req, plan)
+        if found is not MISSING:
+            return found
+    expected = _expected(ctx, req, seen)
+    listening = False
+    while True:
+        token = new_token()
+        since = time.monotonic()
+        command = commands.acquire(ctx.space, req.key, token, lease_ms, tag_tokens=req.tokens, expected=expected)
+        try:
+            snapshot, reply = yield _acquire(req, plan, lease_ms, command)
+        except SERVER_ERRORS:
+            return (yield from _load(ctx, req, None))
+        lease = commands.lease_reply(reply)
+        if lease.kind == "filled" and lease.raw is not None:  # filled meanwhile
+            found = reader.filled(plan.entry, lease.raw, scope)
+            if found is not MISSING:
+                yield Share(plan.entry, payload_of(lease.raw)[1], since)
+                return found
+            return (yield from _load(ctx, req, "", stamps=snapshot))  # unreadable: replace it
+        if lease.kind == "granted":
+            return (yield from _load(ctx, req, token, lease_ms=lease_ms, stamps=snapshot))
+        if lease.kind == "skip":  # too large to cache: everyone loads, nobody waits
+            return (yield from _load(ctx, req, None))
+        expected = list(snapshot)
+        left = deadline - time.monotonic()
+        if left <= 0:  # the holders keep failing or hanging: load for ourselves, and do not store
+            stats.add(scope, "wait_timeouts")
+            return (yield from _load(ctx, req, None))
+        stats.add(scope, "waits")
+        if not listening:
+            # First wait of this cache: subscribe now (not before the lease: the holder must not pay for it), then
+            # read once more, since the value may have landed while we were subscribing.
+            listening = yield Listen()
+        else:
+            yield Wait(plan.entry, min(lease.holder_ms / 1000 + 0.05, left), since)
+        found = yield from _reread(ctx, req, plan)
+        if found is not MISSING:
+            return found
+        if not listening:
+            yield Wait(plan.entry, min(0.05, left), since)  # no notifications: short, bounded waits
+
+
+def _reread(ctx: Context, req: Request, plan: ReadPlan) -> Flow[Any]:
+    """Read the key again after waiting: its value, or MISSING (not counted as another hit or miss).  What this
+    read saw is shared with the callers of this process that joined before it was sent."""
+    sent_at = time.monotonic()
+    try:
+        reply = yield Send(plan.command)
+    except SERVER_ERRORS:
+        return MISSING
+    found = ctx.reader.peek(plan, reply)
+    if found is not MISSING:  # the followers of this caller in this process may take it too
+        yield Share(plan.entry, payload_of(reply[0])[1], sent_at)
+    return found
+
+
+def _load(ctx: Context, req: Request, token: str | None, *, lease_ms: int = 0, stamps: Any = ()) -> Flow[Any]:
+    """Run the loader and store its value: under ``token`` (a lease of ``lease_ms``, kept alive while the loader
+    runs), plainly (``""``), or not at all (None).  ``stamps``: the counter values to stamp it with (the lease's, or
+    those last seen; None for one unknown)."""
+    scope, plan = req.scope, ctx.read_plan(req.key, req.tokens)
+    started = time.perf_counter()
+    hold = None
+    if token and lease_ms:
+        hold = Hold(req.key, token, lease_ms, req.protection.wait_budget(lease_ms), plan.counters, tuple(stamps))
+    try:
+        value = yield Load(hold)
+        encoded = None if token is None else ctx.writer.encode(req.key, value, req.ttl, req.jitter, req.where)
+    except GeneratorExit:
+        raise
+    except BaseException:
+        if token:  # give the lease back at once, so that a waiter takes over
+            yield from _release(ctx, req, token, skip=False)
+        raise
+    seconds = time.perf_counter() - started
+    ctx.loaded(req, seconds, leased=bool(token))
+    if encoded is None:
+        if token:  # too large to cache: let the waiters load for themselves rather than wait
+            yield from _release(ctx, req, token, skip=True)
+        return value
+    fresh = commands.fresh_value()
+    stamped = [fresh if s is None else s for s in stamps] if stamps else [fresh] * len(plan.counters)
+    grace_ms = int(req.protection.stale_ttl * 1000)
+    command = ctx.writer.command(
+        plan, encoded, stamped, fresh, grace_ms=grace_ms, load_ms=int(seconds * 1000), token=token or ""
+    )
+    sent_at = time.monotonic()
+    try:
+        reply = yield Send(command, scope)
+    except SERVER_ERRORS:
+        return value
+    result = ctx.writer.result(reply, stamped)
+    ctx.writer.memo.learn(plan.counters, result.current)
+    ctx.stats.add(scope, "sets" if result.stored else "refused_writes")
+    if result.stored and token:
+        yield Share(plan.entry, encoded.payload, sent_at)
+    return value
+
+
+def _release(ctx: Context, req: Request, token: str, *, skip: bool) -> Flow[None]:
+    with contextlib.suppress(*SERVER_ERRORS):  # the lease expires by itself
+        yield Send(commands.release(ctx.space, req.key, token, skip=skip), req.scope)
