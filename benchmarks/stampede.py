@@ -197,7 +197,7 @@ def install_command_counter() -> None:
     aconn.AbstractConnection.pack_command = counted(aconn.AbstractConnection.pack_command)  # type: ignore[method-assign]
     # cachewise sends its hits and script calls as protocol bytes it packed itself (memoised for hits), through
     # Connection.pipelined/apipelined: count the commands of each payload there.
-    from cachewise.server.connection import Connection
+    from cachewise.transport.connection import Connection
 
     def counted_payload(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -219,7 +219,7 @@ def install_command_counter() -> None:
 def install_trace() -> None:
     """Record when each step of cachewise's cold-key flow ran, and when fill notices arrived."""
     from cachewise import flows
-    from cachewise.server import notify
+    from cachewise.transport import notify
 
     original = flows.after_read
 

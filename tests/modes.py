@@ -115,7 +115,7 @@ class Mode:
 
     def _connections(self) -> list[Any]:
         """The ``Connection`` of each wrapped object's cache, once each: a ``Cache`` has ``.connection``; a
-        ``SessionStore`` and a ``FeatureStore`` keep their cache as ``.cache``, a ``RateLimiter`` as ``._cache``."""
+        ``SessionStore``, a ``FeatureStore`` and a ``RateLimiter`` keep their cache as ``.cache``."""
         found: list[Any] = []
         for obj in self._wrapped:
             connection = _connection_of(obj)
@@ -125,7 +125,7 @@ class Mode:
 
 
 def _connection_of(obj: Any) -> Any:
-    for holder in (obj, getattr(obj, "cache", None), getattr(obj, "_cache", None)):
+    for holder in (obj, getattr(obj, "cache", None)):
         connection = getattr(holder, "connection", None)
         if connection is not None and hasattr(connection, "aclose_loop"):
             return connection

@@ -78,13 +78,10 @@ class Fake:
 
 
 class Holder:
-    """Keeps its cache as ``.cache`` (SessionStore, FeatureStore) or ``._cache`` (RateLimiter)."""
+    """Keeps its cache as ``.cache`` (SessionStore, FeatureStore, RateLimiter)."""
 
-    def __init__(self, cache: Fake, private: bool = False) -> None:
-        if private:
-            self._cache = cache
-        else:
-            self.cache = cache
+    def __init__(self, cache: Fake) -> None:
+        self.cache = cache
 
 
 def test_the_fixture_runs_once_per_mode(mode: Mode, request: pytest.FixtureRequest) -> None:
@@ -164,7 +161,7 @@ def test_teardown_closes_each_cache_pool_once_on_the_loop_then_the_loop() -> Non
     cache, other = Fake(), Fake()
     mode(cache).get("a")
     mode(Holder(cache))  # the same cache, found through .cache: closed once
-    mode(Holder(other, private=True))  # found through ._cache
+    mode(Holder(other))  # another cache, found through .cache
     mode(object())  # no cache at all: ignored
     loop = mode.loop
     mode.close()

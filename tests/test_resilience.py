@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cachewise import MISSING, Cache, InvalidationError
-from cachewise.envelope import parse
+from cachewise.entries.envelope import parse
 from cachewise.errors import EmbeddedServerError
 from cachewise.server.embedded import EmbeddedServer
 

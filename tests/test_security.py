@@ -36,10 +36,10 @@ import redis
 
 from cachewise import MISSING, Cache, ConfigurationError, InvalidationError
 from cachewise.demo.namespace import audit_ttls
-from cachewise.envelope import payload_of
+from cachewise.entries.envelope import payload_of
 from cachewise.serializers import PickleSerializer
-from cachewise.server.urls import redact
 from cachewise.signing import MAC_BYTES, Signer
+from cachewise.transport.urls import redact
 from tests.conftest import drop_namespace, keys_without_ttl
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -98,7 +98,7 @@ def test_the_signing_key_is_in_no_repr(server_url: str, unique_namespace: str) -
     key = secrets.token_hex(32)
     with Cache(server_url, namespace=unique_namespace, serializer="pickle", signing_key=key) as cache:
         assert cache.serializer.name == "pickle"
-        texts = [repr(cache), str(cache), repr(cache._signer), repr(cache.serializer), repr(cache.stats())]
+        texts = [repr(cache), str(cache), repr(cache.signer), repr(cache.serializer), repr(cache.stats())]
         assert not _leaks(texts, [key])
 
 

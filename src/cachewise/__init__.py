@@ -7,6 +7,7 @@
 
 from .cache import MISSING, Cache
 from .decorator import AsyncCachedFunction, CachedFunction
+from .engine.stampede import Protection
 from .errors import (
     CachewiseError,
     ConfigurationError,
@@ -17,6 +18,7 @@ from .errors import (
     KeyTemplateError,
     SerializationError,
     ServerNotFoundError,
+    SessionDataError,
     TTLRequiredError,
 )
 from .features import FeatureStore, MaterializeSummary
@@ -24,8 +26,7 @@ from .query import QueryCache
 from .ratelimit import Decision, Limit, RateLimiter
 from .serializers import JsonSerializer, MsgpackSerializer, Serializer
 from .server.embedded import EmbeddedServer
-from .sessions import SessionDataError, SessionStore
-from .stampede import Protection
+from .sessions import SessionStore
 from .stats import CacheStats, Counters
 from .ttl import AlignedTTL, until_next
 

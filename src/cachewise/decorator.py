@@ -13,17 +13,30 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
+from .engine import Engine, Request, ops
+from .engine.stampede import Protection
 from .errors import ConfigurationError
 from .keys import CallKey
-from .stampede import Protection
+from .report import Reporter
 from .ttl import TTLLike, check_jitter, resolve_ttl_ms
 
-if TYPE_CHECKING:
-    from .cache import Cache
 
-__all__ = ["AsyncCachedFunction", "CachedDecorator", "CachedFunction"]
+class Host(Protocol):
+    """What a decorated function needs of its cache (a :class:`~cachewise.Cache`)."""
+
+    default_ttl: TTLLike | None
+    engine: Engine
+    report: Reporter
+
+    def delete(self, key: str) -> bool: ...
+    async def adelete(self, key: str) -> bool: ...
+    def bump_version(self, group: str | None = None) -> int: ...
+    async def abump_version(self, group: str | None = None) -> int: ...
+
+
+__all__ = ["AsyncCachedFunction", "CachedDecorator", "CachedFunction", "Host"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,7 +47,7 @@ class CachedDecorator:
 
     def __init__(
         self,
-        cache: Cache,
+        cache: Host,
         *,
         ttl: TTLLike | None,
         key: str | None,
@@ -70,7 +83,7 @@ class CachedFunction(Generic[P, R]):
         self._cache = spec.cache
         self._call_key = CallKey(fn, spec.key, spec.tags)
         self._name = self._call_key.name
-        self._scope = self._cache._scope(self._name)
+        self._scope = self._cache.report.scope(self._name)
         self._self = bound_to
         functools.update_wrapper(self, fn)
 
@@ -102,13 +115,23 @@ class CachedFunction(Generic[P, R]):
         return group
 
     # -- calls ------------------------------------------------------------------------------------------------
+    def _request(self, key: str, tags: tuple[str, ...], background: bool = False) -> Request:
+        spec = self._spec
+        return Request(key, tags, spec.ttl, spec.jitter, self._scope, self._name, spec.protection, background)
+
+    def _write(self, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The flow of a write-through of ``value`` as the result of a call with these arguments."""
+        key, tags = self._key_and_tags(args, kwargs)
+        spec = self._spec
+        return ops.write(
+            self._cache.engine.context, key, value, spec.ttl, tags, spec.jitter, self._name,
+            grace=spec.protection.stale_ttl, scope=self._scope,
+        )  # fmt: skip
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         key, tags = self._key_and_tags(args, kwargs)
         fn, full = self._fn, self._args(args)
-        spec = self._spec
-        return self._cache._get_or_load(
-            key, lambda: fn(*full, **kwargs), spec.ttl, tags, spec.jitter, self._scope, self._name, spec.protection
-        )
+        return self._cache.engine.get_or_load(self._request(key, tags), lambda: fn(*full, **kwargs))  # type: ignore[no-any-return]
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Delete the cached result of a call with these arguments; True when there was one."""
@@ -117,14 +140,7 @@ class CachedFunction(Generic[P, R]):
     def set(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Write-through: store ``value`` as the result of a call with these arguments, with this function's TTL
         and tags (after writing the database, so that the next call needs no load)."""
-        key, tags = self._key_and_tags(args, kwargs)
-        spec = self._spec
-        return self._cache._store(
-            self._cache._write_call(
-                key, value, spec.ttl, tags, spec.jitter, self._name, grace=spec.protection.stale_ttl
-            ),
-            self._scope,
-        )
+        return bool(self._cache.engine.run(self._write(value, args, kwargs)))
 
     def invalidate_all(self) -> None:
         """Make every cached result of this function a miss (a version bump of its key group)."""
@@ -159,21 +175,12 @@ class AsyncCachedFunction(CachedFunction[P, R]):
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
         key, tags = self._key_and_tags(args, kwargs)
         fn, full = self._fn, self._args(args)
-        spec = self._spec
-        return await self._cache._aget_or_load(
-            key, lambda: fn(*full, **kwargs), spec.ttl, tags, spec.jitter, self._scope, self._name, spec.protection
-        )
+        request = self._request(key, tags, background=True)
+        return await self._cache.engine.aget_or_load(request, lambda: fn(*full, **kwargs))  # type: ignore[no-any-return]
 
     async def aset(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Async :meth:`set` (write-through)."""
-        key, tags = self._key_and_tags(args, kwargs)
-        spec = self._spec
-        return await self._cache._astore(
-            self._cache._write_call(
-                key, value, spec.ttl, tags, spec.jitter, self._name, grace=spec.protection.stale_ttl
-            ),
-            self._scope,
-        )
+        return bool(await self._cache.engine.arun(self._write(value, args, kwargs)))
 
     async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Delete the cached result of a call with these arguments; True when there was one."""

@@ -19,6 +19,7 @@ __all__ = [
     "KeyTemplateError",
     "SerializationError",
     "ServerNotFoundError",
+    "SessionDataError",
     "TTLRequiredError",
 ]
 
@@ -65,3 +66,8 @@ class ServerNotFoundError(CachewiseError, RuntimeError):
 
 class EmbeddedServerError(CachewiseError, RuntimeError):
     """The embedded server did not start or did not answer in time."""
+
+
+class SessionDataError(CachewiseError, ValueError):
+    """Session data the store cannot keep: a key that is not a string, a key both set and removed, or a value larger
+    than the cache's ``max_value_bytes``."""

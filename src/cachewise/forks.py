@@ -11,7 +11,7 @@ __all__ = ["reset_in_child"]
 
 
 class _Resettable(Protocol):
-    def _reset(self) -> None: ...
+    def reset_after_fork(self) -> None: ...
 
 
 _TRACKED: weakref.WeakSet[_Resettable] = weakref.WeakSet()
@@ -19,7 +19,7 @@ _TRACKED: weakref.WeakSet[_Resettable] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for obj in list(_TRACKED):
-        obj._reset()
+        obj.reset_after_fork()
 
 
 if hasattr(os, "register_at_fork"):
@@ -27,5 +27,5 @@ if hasattr(os, "register_at_fork"):
 
 
 def reset_in_child(obj: _Resettable) -> None:
-    """Call ``obj._reset()`` in every child process forked from now on (for as long as ``obj`` lives)."""
+    """Call ``obj.reset_after_fork()`` in every child process forked from now on (for as long as ``obj`` lives)."""
     _TRACKED.add(obj)

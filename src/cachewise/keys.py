@@ -131,7 +131,7 @@ class CallKey:
                         f"({', '.join(self.param_names) or 'none'})"
                     )
         self._static_tags = tuple(t for t in self.tag_templates if not template_fields(t))
-        self._static_tokens = tuple(tag_token(t) for t in self._static_tags)
+        self._static_tokens = tuple(dict.fromkeys(tag_token(t) for t in self._static_tags))
         self._dynamic_tags = any(template_fields(t) for t in self.tag_templates)
         simple = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
         self._positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD] if simple else None
@@ -203,7 +203,7 @@ class CallKey:
         """The tags of a bound call, encoded as stored (:func:`~cachewise.keyspace.tag_token`)."""
         if not self._dynamic_tags:
             return self._static_tokens
-        return tuple(tag_token(t) for t in self.tags(arguments))
+        return tuple(dict.fromkeys(tag_token(t) for t in self.tags(arguments)))
 
     def _fill(self, template: str, arguments: dict[str, Any]) -> str:
         try:

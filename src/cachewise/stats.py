@@ -114,17 +114,6 @@ class StatsRegistry:
             if scope is not None:
                 setattr(scope, name, getattr(scope, name) + amount)
 
-    def read(self, scope: Counters | None, hit: bool, seconds: float) -> None:
-        """One read: a hit or a miss, and its round trip (one lock for all of it: this is the hot path)."""
-        with self._lock:
-            for c in (self._total, scope) if scope is not None else (self._total,):
-                c.roundtrips += 1
-                c.roundtrip_seconds += seconds
-                if hit:
-                    c.hits += 1
-                else:
-                    c.misses += 1
-
     def roundtrip(self, scope: Counters | None, seconds: float) -> None:
         with self._lock:
             total = self._total

@@ -33,6 +33,13 @@ _encoders: Any = redis._parsers.encoders
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 PREFIX = "cwtest:features:user:"
+
+
+def key_of(entity_id: Any) -> str:
+    """The key of an entity's hash, as KeySpace.feature builds it for this prefix."""
+    return PREFIX + str(entity_id)
+
+
 TTL_MS = 7_200_000
 NOW_MS = 1_700_000_000_000
 
@@ -56,7 +63,7 @@ def expected_evalsha(rows: list[tuple[Any, list[tuple[str, bytes]]]], now_ms: in
 
 
 def encoder() -> BatchEncoder:
-    return BatchEncoder(SHA, PREFIX, "user", "user_id", TTL_MS)
+    return BatchEncoder(SHA, key_of, "user", "user_id", TTL_MS)
 
 
 def js(value: Any) -> bytes:
@@ -179,13 +186,18 @@ def test_a_value_json_cannot_hold_names_the_feature_and_the_entity() -> None:
 # -- reads ----------------------------------------------------------------------------------------------------------
 def test_read_commands_are_redis_py_s_hgetall_and_hmget() -> None:
     ids: list[Any] = [1, "a", "ü-3", 10**20]
-    assert read_commands(PREFIX, ids, None) == b"".join(packed("HGETALL", PREFIX + str(i)) for i in ids)
+    reads = read_commands(key_of, ids, None, "get")
+    assert reads.payload == b"".join(packed("HGETALL", PREFIX + str(i)) for i in ids)
+    assert reads.count == len(ids) and reads.keys == tuple((PREFIX + str(i),) for i in ids) and not reads.strict
     features = ["f1", "f2", "é 3"]
-    assert read_commands(PREFIX, ids, features) == b"".join(
+    assert read_commands(key_of, ids, features, "get").payload == b"".join(
         packed("HMGET", PREFIX + str(i), "updated_at", *features) for i in ids
     )
-    assert read_commands(PREFIX, ids, []) == b"".join(packed("HMGET", PREFIX + str(i), "updated_at") for i in ids)
-    assert read_commands(PREFIX, [], None) == b""
+    assert read_commands(key_of, ids, [], "get").payload == b"".join(
+        packed("HMGET", PREFIX + str(i), "updated_at") for i in ids
+    )
+    with pytest.raises(ValueError, match="one or more parts"):  # nothing to read is no command (get_many([]): [])
+        read_commands(key_of, [], None, "get")
 
 
 STAMP = b"1700000000000"
@@ -265,7 +277,7 @@ def test_pandas_timestamps_and_missing_values() -> None:
     frame = pd.DataFrame(
         {"user_id": [1, 2], "t": [pd.Timestamp("2024-01-01"), pd.NaT], "n": pd.array([5, None], dtype="Int64")}
     )
-    encoder = BatchEncoder("a" * 40, "p:", "user", "user_id", 1000)
+    encoder = BatchEncoder("a" * 40, lambda i: f"p:{i}", "user", "user_id", 1000)
     assert b'"2024-01-01T00:00:00"' in encoder.encode(frame.to_dict("records"), now_ms=1)
 
 
@@ -275,6 +287,6 @@ def test_reads_of_foreign_fields_fail_soft() -> None:
 
 
 def test_the_unencodable_feature_is_named_not_the_id() -> None:
-    encoder = BatchEncoder("a" * 40, "p:", "user", "user_id", 1000)
+    encoder = BatchEncoder("a" * 40, lambda i: f"p:{i}", "user", "user_id", 1000)
     with pytest.raises(SerializationError, match="feature 'v'"):
         encoder.encode([{"user_id": b"x", "v": object()}], now_ms=1)

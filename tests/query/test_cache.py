@@ -443,13 +443,13 @@ def test_a_query_slower_than_its_lease_still_runs_once(cache: Cache, engine: sa.
     qc = QueryCache(cache, engine, ttl=60, lease_ttl=1.0)
     with ThreadPoolExecutor(20) as pool:
         results = list(pool.map(lambda _: qc.rows(sql, {"delay": 2.5}), range(20)))
-    keeper = cache._keeper
+    keeper = cache.engine.keeper
     assert len(executed) == 1, (
         f"the query ran more than once: {keeper.extended} extended, {keeper.lost} lost, "
         f"renewal up to {keeper.most_late * 1000:.0f} ms late, {cache.stats().total}"
     )
     assert all(r == results[0] for r in results) and len(results[0]) == len(REGIONS)
-    assert cache.stats().total.refused_writes == 0 and cache._keeper.extended >= 2
+    assert cache.stats().total.refused_writes == 0 and cache.engine.keeper.extended >= 2
     assert qc.rows(sql, {"delay": 2.5}) == results[0] and len(executed) == 1  # stored: a hit
 
 

@@ -59,7 +59,7 @@ def rate_limiting(console: Console, cache: Cache, requests: int = 150, limit: in
     client.incr(naive_key)  # the seed's first command; the process dies here, before its EXPIRE
     naive_ttl = int(client.pttl(naive_key))
     client.delete(naive_key)  # the demo cleans up its own bug
-    pattern = cache.keyspace.internal + "rl:*"
+    pattern = cache.keyspace.ratelimit_pattern
     without_ttl = sum(1 for key in client.scan_iter(match=pattern, count=1000) if client.pttl(key) == -1)
 
     result = RateLimitResult(requests, allowed, refused, retry_after, mean_ms, naive_ttl, without_ttl)

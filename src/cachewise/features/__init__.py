@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .store import UPDATED_AT, FeatureStore, MaterializeSummary
+from .feature_store import UPDATED_AT, FeatureStore, MaterializeSummary
 
 __all__ = ["UPDATED_AT", "FeatureStore", "MaterializeSummary"]

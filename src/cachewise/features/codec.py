@@ -15,13 +15,14 @@ from __future__ import annotations
 import datetime
 import decimal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from ..errors import ConfigurationError, InvalidKeyError, SerializationError
-from ..server.resp import bulk
+from ..transport.command import Command
+from ..transport.resp import bulk
 
 __all__ = [
     "UPDATED_AT",
@@ -76,11 +77,12 @@ class BatchEncoder:
     features and their ``name, value`` pairs (see ``materialize.lua``).
     """
 
-    __slots__ = ("_plans", "entity", "id_column", "prefix", "sha", "ttl_ms")
+    __slots__ = ("_plans", "entity", "id_column", "key_of", "sha", "ttl_ms")
 
-    def __init__(self, sha: str, prefix: str, entity: str, id_column: str, ttl_ms: int) -> None:
+    def __init__(self, sha: str, key_of: Callable[[Any], str], entity: str, id_column: str, ttl_ms: int) -> None:
         self.sha = sha
-        self.prefix = prefix
+        #: The server key of an entity's hash, from its id (:meth:`~cachewise.keyspace.KeySpace.feature`).
+        self.key_of = key_of
         self.entity = entity
         self.id_column = id_column
         self.ttl_ms = ttl_ms
@@ -112,13 +114,13 @@ class BatchEncoder:
         keys: list[bytes] = []
         args: list[bytes] = [bulk(b"%d" % self.ttl_ms), bulk(b"%d" % stamp)]
         append = args.append
-        prefix, id_column = self.prefix, self.id_column
+        key_of, id_column = self.key_of, self.id_column
         for record in batch:
             count, features = self._plan(tuple(record))
             entity_id = record[id_column]
             if entity_id is None:
                 raise InvalidKeyError(f"row with a null {id_column!r}: every row needs an id (filter NULL ids out)")
-            keys.append(bulk((prefix + str(entity_id)).encode()))
+            keys.append(bulk(key_of(entity_id).encode()))
             append(count)
             try:
                 for name, name_bulk in features:
@@ -158,16 +160,19 @@ def is_fresh(stamp: Any, max_age: float | None, now_ms: int) -> bool:
     return (now_ms - stamp) <= max_age * 1000
 
 
-def read_commands(prefix: str, ids: Sequence[Any], features: Sequence[str] | None) -> bytes:
-    """The ``HGETALL`` (all features) or ``HMGET key updated_at *features`` of every id, as one payload."""
-    head = prefix.encode()
+def read_commands(
+    key_of: Callable[[Any], str], ids: Sequence[Any], features: Sequence[str] | None, name: str
+) -> Command:
+    """The ``HGETALL`` (all features) or ``HMGET key updated_at *features`` of every id, as one command of one part
+    per id (an error reply, such as another writer's key of another type, stays in its entity's place)."""
+    keys = [key_of(i) for i in ids]
     if features is None:
-        return b"".join(
-            b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%b\r\n" % (len(key), key) for key in (head + str(i).encode() for i in ids)
-        )
-    fields = b"".join(bulk(str(name).encode()) for name in (UPDATED_AT, *features))
-    start = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + 1 + len(features))
-    return b"".join(start + bulk(head + str(i).encode()) + fields for i in ids)
+        parts = [b"*2\r\n$7\r\nHGETALL\r\n%b" % bulk(key.encode()) for key in keys]
+    else:
+        fields = b"".join(bulk(str(f).encode()) for f in (UPDATED_AT, *features))
+        start = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + 1 + len(features))
+        parts = [start + bulk(key.encode()) + fields for key in keys]
+    return Command(name, parts, [(key,) for key in keys], [None] * len(keys), strict=False)
 
 
 def _pairs(reply: Any) -> Any:

@@ -1,16 +1,6 @@
-"""Connections to Redis-compatible servers: URLs, the embedded Valkey, client pools, Lua scripts."""
+"""The embedded server: a real Valkey that cachewise starts, shares within the process (and with local processes
+that name the same directory), and stops.  How cachewise *talks* to any server is :mod:`cachewise.transport`."""
 
-from .connection import Connection
 from .embedded import EmbeddedServer, find_server_binary
-from .scripts import Script
-from .urls import ServerAddress, parse_url, redact
 
-__all__ = [
-    "Connection",
-    "EmbeddedServer",
-    "Script",
-    "ServerAddress",
-    "find_server_binary",
-    "parse_url",
-    "redact",
-]
+__all__ = ["EmbeddedServer", "find_server_binary"]

@@ -3,7 +3,8 @@
 -- A session is one hash: a field 'd:<key>' per data key (its value: the serializer's code byte, then the payload,
 -- signed when the cache signs), and metadata the API hides: 'm:c' (created at, server ms: the absolute lifetime
 -- counts from it and rotation keeps it), 'm:l' (lineage: random, kept by rotation; signatures are bound to it) and
--- 'm:u' (the owner's token, when the session belongs to a user).  The owner's index is a set of session ids.
+-- 'm:u' (the owner's token, when the session belongs to a user).  An owner's index (a set of session ids) lives in a
+-- slot of its own, so no script here touches it: the client sends index.lua beside these scripts.
 
 -- The server's clock in ms: every expiry is computed from it, so that the clients' clocks never matter.
 local function now_ms()
@@ -28,18 +29,11 @@ local function created_of(key)
   return tonumber(created)
 end
 
--- Keep an owner's index alive at least `ttl` ms: as long as any session it lists can still live.
-local function keep_index(index, ttl)
-  if redis.call('PTTL', index) < ttl then redis.call('PEXPIRE', index, ttl) end
-end
-
--- Add `sid` to an owner's index, first dropping the ids of its sessions that have expired.
-local function index_add(index, sid, ttl, session_base)
-  for _, member in ipairs(redis.call('SMEMBERS', index)) do
-    if redis.call('EXISTS', session_base .. member) == 0 then redis.call('SREM', index, member) end
-  end
-  redis.call('SADD', index, sid)
-  keep_index(index, ttl)
+-- The owner token of the session at `key`, or '' when it has none.
+local function owner_of(key)
+  local owner = redis.call('HGET', key, 'm:u')
+  if type(owner) ~= 'string' then return '' end
+  return owner
 end
 
 -- Run `command` on `key` with the items of `list`, in batches (Lua's unpack() has a stack limit).

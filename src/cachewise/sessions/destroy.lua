@@ -1,7 +1,8 @@
--- Destroy one session (and drop its id from its owner's index).
--- KEYS[1] the session.  ARGV[1] the owners' index prefix; ARGV[2] the session id.
--- Returns 1 when there was a session.
-local owner = redis.pcall('HGET', KEYS[1], 'm:u')
-local removed = redis.call('DEL', KEYS[1])
-if type(owner) == 'string' then redis.call('SREM', ARGV[1] .. owner, ARGV[2]) end
-return removed
+-- Destroy one session.  KEYS[1] the session.  ARGV[1] the owner it must have to be destroyed, or '*' for any
+-- (logging a user out everywhere destroys only the sessions still theirs).
+-- Returns {1 when there was a session it destroyed else 0, its owner ('' for none)}.
+local owner = ''
+local found = redis.pcall('HGET', KEYS[1], 'm:u')
+if type(found) == 'string' then owner = found end
+if ARGV[1] ~= '*' and owner ~= ARGV[1] then return {0, owner} end
+return {redis.call('DEL', KEYS[1]), owner}

@@ -1,7 +1,7 @@
 -- Read a session, renewing its idle TTL when sliding (never past its absolute lifetime).
--- KEYS[1] the session.  ARGV[1] idle TTL ms; ARGV[2] absolute lifetime ms (0: none); ARGV[3] '1' to slide;
--- ARGV[4] the owners' index prefix.
--- Returns the hash's fields and values, or false when there is no session (or it has outlived its lifetime).
+-- KEYS[1] the session.  ARGV[1] idle TTL ms; ARGV[2] absolute lifetime ms (0: none); ARGV[3] '1' to slide.
+-- Returns {life ms it was renewed for (0 when not renewed), field, value, ...}, or false when there is no session
+-- (or it has outlived its lifetime).
 local key = KEYS[1]
 local created = created_of(key)
 if not created then return false end
@@ -10,9 +10,11 @@ if life <= 0 then
   redis.call('DEL', key)
   return false
 end
+local renewed = 0
 if ARGV[3] == '1' then
   redis.call('PEXPIRE', key, life)
-  local owner = redis.call('HGET', key, 'm:u')
-  if owner then keep_index(ARGV[4] .. owner, life) end
+  renewed = life
 end
-return redis.call('HGETALL', key)
+local reply = redis.call('HGETALL', key)
+table.insert(reply, 1, renewed)
+return reply

@@ -60,7 +60,7 @@ def test_ids_come_from_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(nbytes)
         return "x" * 43
 
-    monkeypatch.setattr("cachewise.sessions.store.secrets.token_urlsafe", fake)
+    monkeypatch.setattr("cachewise.sessions.ids.secrets.token_urlsafe", fake)
     assert new_session_id() == "x" * 43 and calls == [32]
 
 
@@ -69,7 +69,7 @@ def test_ids_are_never_derived_from_user_data(store: SessionStore, monkeypatch: 
     data = {"user_id": 7, "email": "ana@example.com"}
     assert sessions.create(data) != sessions.create(data)
     fixed = new_session_id()
-    monkeypatch.setattr("cachewise.sessions.store.secrets.token_urlsafe", lambda nbytes: fixed)
+    monkeypatch.setattr("cachewise.sessions.ids.secrets.token_urlsafe", lambda nbytes: fixed)
     assert sessions.create(data) == fixed  # the id is exactly the random token: nothing of the data is in it
 
 
@@ -136,7 +136,6 @@ async def test_forged_ids_never_reach_the_server_async(
         return None
 
     monkeypatch.setattr(cache.connection, "acommand", spy)
-    monkeypatch.setattr(cache.connection, "ascript", spy)
     monkeypatch.setattr(cache.connection, "apipelined", spy)
     for forged in FORGED:
         forged = cast(str, forged)

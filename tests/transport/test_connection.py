@@ -10,7 +10,7 @@ import redis
 
 from cachewise import Cache
 from cachewise.server.embedded import EmbeddedServer
-from cachewise.server.resp import command
+from cachewise.transport.resp import command
 
 
 def our_clients(url: str, name: str) -> int:
@@ -418,64 +418,3 @@ def test_a_command_in_flight_when_its_loop_pool_closes_does_not_leak_its_connect
         asyncio.run(main())
     finally:
         cache.close()
-
-
-def test_scripts_runs_many_in_one_write_loading_the_ones_the_server_lacks(cache: Cache, raw: redis.Redis) -> None:
-    """Several EVALSHAs in one payload: replies in order, an error reply in its place, and after ``SCRIPT FLUSH``
-    the scripts are loaded and only the calls answered NOSCRIPT sent again (a write is not run twice)."""
-    from cachewise.server.scripts import Script
-
-    ns = cache.namespace
-    incr = Script(f"return redis.call('INCR', KEYS[1]) -- {ns}", "incr")
-    echo = Script(f"return ARGV[1] -- {ns}", "echo")
-    fail = Script(f"return redis.error_reply('nope') -- {ns}", "fail")
-    calls = [(incr, [f"{ns}:n"], []), (echo, [], ["hi"]), (fail, [], []), (incr, [f"{ns}:n"], [])]
-    raw.script_flush()
-    replies = cache.connection.scripts(calls)  # every call answered NOSCRIPT, then loaded and sent once more
-    assert replies[:2] == [1, b"hi"] and replies[3] == 2
-    assert isinstance(replies[2], redis.ResponseError) and "nope" in str(replies[2])
-    replies = cache.connection.scripts(calls)  # all loaded now
-    assert replies[:2] == [3, b"hi"] and replies[3] == 4
-    raw.script_flush()
-    raw.execute_command("SCRIPT", "LOAD", incr.source)  # only echo and fail are missing: incr must run once each
-    replies = cache.connection.scripts(calls)
-    assert replies[:2] == [5, b"hi"] and replies[3] == 6 and int(raw.get(f"{ns}:n") or 0) == 6
-    raw.expire(f"{ns}:n", 60)
-
-
-def test_the_library_uses_one_pool_of_connections(server_url: str, unique_namespace: str) -> None:
-    """Every command cachewise sends goes through the lean pool (``pipelined``): redis-py's own pools, kept for
-    callers of ``connection.sync``, open no connection, so a cache never holds more than ``max_connections``."""
-    from cachewise import RateLimiter
-    from cachewise.sessions import SessionStore
-
-    with Cache(server_url, namespace=unique_namespace, max_connections=4) as cache:
-        limiter = RateLimiter(cache, 10, 60)
-        sessions = SessionStore(cache, ttl=60)
-        cache.set("a", 1, ttl=60)
-        assert cache.get_or_set("b", lambda: 2, ttl=60, tags=("t",)) == 2
-        assert cache.ttl("a") is not None and cache.delete("a") is True
-        cache.invalidate_tags("t")
-        cache.bump_version()
-        limiter.hit("me")
-        limiter.reset("me")
-        sid = sessions.create({"x": 1}, user_id="u")
-        assert sessions.exists(sid) and sessions.rotate(sid) is not None and sessions.destroy_user("u") == 1
-        assert cache.clear() >= 1
-
-        async def the_same_from_asyncio() -> None:
-            try:
-                await cache.aset("a", 1, ttl=60)
-                assert await cache.attl("a") is not None
-                await limiter.ahit("me")
-                await limiter.areset("me")
-                sid = await sessions.acreate({"x": 1})
-                assert await sessions.aexists(sid) and await sessions.adestroy(sid)
-                pool: Any = cache.connection._loop_client().client.connection_pool
-                assert not pool._available_connections and not pool._in_use_connections
-            finally:
-                await cache.connection.aclose_loop()
-
-        asyncio.run(the_same_from_asyncio())
-        assert not cache.connection.sync.connection_pool._connections  # type: ignore[attr-defined]
-        assert cache.stats().total.errors == 0

@@ -10,7 +10,7 @@ import time
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from cachewise.server.pool import LeanPool
+from cachewise.transport.pool import LeanPool
 from tests.processes import in_forked_child
 
 

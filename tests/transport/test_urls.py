@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cachewise.errors import ConfigurationError
-from cachewise.server.urls import parse_url, redact
+from cachewise.transport.urls import parse_url, redact
 
 
 def test_default_and_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cachewise import Cache, Protection
-from cachewise.lease_keeper import LeaseKeeper
+from cachewise.engine.leases import LeaseKeeper
 from tests.processes import in_forked_child, run_together
 
 
@@ -220,8 +220,8 @@ def test_a_load_longer_than_its_lease_keeps_it_and_runs_once(
             results = list(pool.map(lambda _: cache.get_or_set("report", load, ttl=60), range(10)))
         total = cache.stats().total
         print(json.dumps({{"results": results, "leases": total.leases, "refused": total.refused_writes,
-                           "extended": cache._keeper.extended,
-                           "late": cache._keeper.most_late}}), flush=True)
+                           "extended": cache.engine.keeper.extended,
+                           "late": cache.engine.keeper.most_late}}), flush=True)
         cache.close()
         """
     )
@@ -250,7 +250,7 @@ def test_concurrent_loads_of_one_cache_share_their_heartbeats(server_url: str, u
         keys = [f"k{i}" for i in range(5)]
         with ThreadPoolExecutor(5) as pool:
             results = list(pool.map(lambda key: cache.get_or_set(key, lambda: load(key), ttl=60), keys))
-        keeper = cache._keeper
+        keeper = cache.engine.keeper
         assert results == [f"value of {key}" for key in keys]
         assert cache.stats().total.refused_writes == 0 and keeper.lost == 0
         assert keeper.extended >= 10  # 2 s / 0.33 s per lease, give or take scheduling
@@ -287,7 +287,7 @@ def test_a_voided_lease_is_not_brought_back(server_url: str, unique_namespace: s
         thread.join(10)
         assert result == ["old row"]  # the caller still gets its load's value
         assert holder.stats().total.refused_writes == 1
-        assert holder._keeper.lost == 1
+        assert holder.engine.keeper.lost == 1
         assert writer.get("row", tags=("rows",)) is None
         lease = writer.keyspace.lease(writer.keyspace.entry("row"))
         assert writer.connection.sync.exists(lease) == 0

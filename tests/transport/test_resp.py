@@ -8,7 +8,7 @@ import pytest
 import redis._parsers.encoders
 import redis.connection
 
-from cachewise.server.resp import bulk, command
+from cachewise.transport.resp import bulk, command
 
 #: redis-py's packers (untyped): the reference for the bytes sent
 _redis: Any = redis.connection

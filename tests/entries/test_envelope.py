@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cachewise.envelope import EntryError, meta_tokens, parse, payload_of
+from cachewise.entries.envelope import EntryError, meta_tokens, parse, payload_of
 
 
 def frame(header: str, payload: bytes, code: bytes = b"j") -> bytes:

@@ -1,0 +1,362 @@
+"""The read-through flows without a server: each flow is driven step by step with the replies a server would give,
+and the test checks what it asks for next (the steps of :mod:`cachewise.engine.steps` and the commands it sends).
+
+These are the decisions of cache-aside — lease, wait, share, refresh, release — checked in isolation; the contract
+suites (``tests/test_cache.py``, ``tests/test_single_flight.py``) check the same behaviour end to end on real servers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from cachewise.breaker import CircuitBreaker
+from cachewise.engine.context import Context, Request
+from cachewise.engine.flows import after_read, first_read
+from cachewise.engine.reads import FAILED, EntryReader
+from cachewise.engine.stampede import Protection
+from cachewise.engine.steps import FOLLOW, LEAD, Hold, Joined, Listen, Load, Share, Spawn, Wait
+from cachewise.engine.writes import EntryWriter
+from cachewise.entries.envelope import HEADER_START
+from cachewise.executor import Failed
+from cachewise.failures import ErrorLog
+from cachewise.keyspace import KeySpace
+from cachewise.missing import MISSING
+from cachewise.report import Reporter
+from cachewise.runner import Send
+from cachewise.serializers import JsonSerializer
+from cachewise.stats import StatsRegistry
+
+NS = "flows"
+V = b"7"  # the namespace and group counters' value in these scripts
+
+
+def context(protection: Protection | None = None, max_value_bytes: int | None = None) -> Context:
+    space, stats, errors = KeySpace(NS), StatsRegistry(NS), ErrorLog()
+    serializer = JsonSerializer()
+    reader = EntryReader(NS, serializer, stats, errors)
+    writer = EntryWriter(space, serializer, stats, errors, default_ttl=60, max_value_bytes=max_value_bytes)
+    return Context(space, reader, writer, stats, Reporter(stats, errors, CircuitBreaker()), protection or Protection())
+
+
+def request(ctx: Context, key: str = "k", *, background: bool = False, **protection: Any) -> Request:
+    chosen = ctx.protection_with(None, protection)
+    return Request(key, (), 60, None, None, "test", chosen, background)
+
+
+def entry_bytes(value: bytes, *, written_ms: int, ttl_ms: int, grace_ms: int = 0, load_ms: int = 0) -> bytes:
+    """An entry as ``set.lua`` stores it, stamped with :data:`V` for both counters and without tags."""
+    header = f"7 7 {written_ms} {ttl_ms} {grace_ms} {load_ms} 0".encode()
+    return b"cw1j" + f"{len(header):04x}".encode() + header + value
+
+
+def miss(ctx: Context, req: Request, seen: tuple[Any, ...] = (V, V)) -> Any:
+    """What the first read of ``req`` found when its key was missing (the counters holding ``seen``)."""
+    plan = ctx.read_plan(req.key, req.tokens)
+    return first_read(ctx, plan, [None, *seen], req.scope, True)
+
+
+class Script:
+    """Drives a flow: :meth:`reply` answers the step it yielded and returns the next (None once it returned)."""
+
+    def __init__(self, flow: Generator[Any, Any, Any] | None) -> None:
+        assert flow is not None, "the read should have left work for a flow"
+        self.flow = flow
+        self.result: Any = MISSING
+        self.step: Any = self._advance(lambda: next(flow))
+
+    def _advance(self, move: Any) -> Any:
+        try:
+            self.step = move()
+        except StopIteration as done:
+            self.step, self.result = None, done.value
+        return self.step
+
+    def reply(self, value: Any) -> Any:
+        return self._advance(lambda: self.flow.send(value))
+
+    def throw(self, exc: BaseException) -> Any:
+        return self._advance(lambda: self.flow.throw(exc))
+
+    def expect(self, kind: type, name: str | None = None) -> Any:
+        step = self.step
+        assert type(step) is kind, f"expected a {kind.__name__} step, got {step!r}"
+        if name is not None:
+            assert step.command.name == name, f"expected the command {name!r}, got {step.command.name!r}"
+        return step
+
+
+def granted(snapshot: tuple[bytes, ...] = (V, V)) -> list[Any]:
+    """The reply to the acquire command: the counters' values, then ``acquire.lua``'s "lease granted"."""
+    return [list(snapshot), [b"L"]]
+
+
+def stored(current: tuple[bytes, ...] = (V, V)) -> list[Any]:
+    """The reply to a write: the counters' values, then ``set.lua``'s "stored"."""
+    return [list(current), 1]
+
+
+def counts(ctx: Context) -> dict[str, Any]:
+    """The non-zero event counters of ``ctx`` (not the times or ratios derived from them)."""
+    totals = ctx.stats.snapshot().total.as_dict()
+    return {k: v for k, v in totals.items() if v and not k.endswith(("seconds", "_ms", "ratio"))}
+
+
+# -- a miss ---------------------------------------------------------------------------------------------------------
+def test_a_miss_leads_takes_the_lease_loads_stores_and_shares() -> None:
+    ctx = context()
+    req = request(ctx)
+    script = Script(after_read(ctx, req, miss(ctx, req)))
+    join = script.step
+    assert join.entry == ctx.space.entry("k") and join.timeout > 0
+    script.reply(LEAD)
+    acquire = script.expect(Send, "acquire")
+    assert acquire.command.count == 2  # the counters (kept alive), then the lease: one round trip
+    script.reply(granted())
+    load = script.expect(Load)
+    hold: Hold = load.hold
+    assert hold.key == "k" and hold.token and hold.stamps == (V, V)
+    assert hold.counters == ctx.read_plan("k").counters
+    script.reply(42)  # the loader's value
+    write = script.expect(Send, "write")
+    assert write.command.count == 2  # the counters kept alive past the entry, then the entry
+    share = script.reply(stored())
+    assert type(share) is Share and share.entry == ctx.space.entry("k") and share.payload == b"42"
+    assert script.reply(None) is None and script.result == 42
+    assert counts(ctx) == {"misses": 1, "loads": 1, "leases": 1, "sets": 1}
+
+
+def test_the_value_is_stamped_with_the_counters_the_lease_was_taken_under() -> None:
+    ctx = context()
+    req = request(ctx)
+    script = Script(after_read(ctx, req, miss(ctx, req, seen=(None, None))))  # cold counters
+    script.reply(LEAD)
+    script.reply(granted(snapshot=(b"new1", b"new2")))  # counters.lua created them
+    assert script.expect(Load).hold.stamps == (b"new1", b"new2")
+    write = script.reply("v")
+    assert b"new1" in write.command.payload and b"new2" in write.command.payload
+
+
+def test_a_write_the_counters_moved_under_is_refused_and_not_shared() -> None:
+    ctx = context()
+    req = request(ctx)
+    script = Script(after_read(ctx, req, miss(ctx, req)))
+    script.reply(LEAD)
+    script.reply(granted())
+    script.reply("v")
+    assert script.reply(stored(current=(b"8", V))) is None  # a bump landed during the load: no Share
+    assert script.result == "v"
+    assert counts(ctx)["refused_writes"] == 1 and "sets" not in counts(ctx)
+
+
+def test_a_follower_takes_the_leaders_payload_without_a_round_trip() -> None:
+    ctx = context()
+    req = request(ctx)
+    script = Script(after_read(ctx, req, miss(ctx, req)))
+    assert script.reply(Joined(False, b'"shared"')) is None
+    assert script.result == "shared"
+    assert counts(ctx) == {"misses": 1, "waits": 1}
+
+
+def test_a_follower_without_a_payload_reads_the_key_once() -> None:
+    ctx = context()
+    req = request(ctx)
+    script = Script(after_read(ctx, req, miss(ctx, req)))
+    read = script.reply(FOLLOW)
+    assert type(read) is Send and read.command.name == "read"
+    now = int(time.time() * 1000)
+    share = script.reply([entry_bytes(b"5", written_ms=now, ttl_ms=60_000), V, V])
+    assert type(share) is Share and share.payload == b"5"  # later followers take what this read saw
+    assert script.reply(None) is None and script.result == 5
+
+
+def test_a_waiter_listens_rereads_and_takes_the_holders_value() -> None:
+    ctx = context()
+    req = request(ctx)
+    script = Script(after_read(ctx, req, miss(ctx, req)))
+    script.reply(LEAD)
+    assert type(script.reply([[V, V], [b"W", b"800"]])) is Listen  # another process holds the lease
+    reread = script.reply(True)
+    assert type(reread) is Send and reread.command.name == "read"
+    assert type(script.reply([None, V, V])) is Send  # not there yet: ask for the lease again...
+    assert script.step.command.name == "acquire"
+    wait = script.reply([[V, V], [b"W", b"500"]])  # ...still held: now wait for the fill notification
+    assert type(wait) is Wait and 0 < wait.timeout <= 0.55
+    script.reply(True)
+    now = int(time.time() * 1000)
+    share = script.reply([entry_bytes(b'"theirs"', written_ms=now, ttl_ms=60_000), V, V])
+    assert type(share) is Share
+    assert script.reply(None) is None and script.result == "theirs"
+    assert counts(ctx) == {"misses": 1, "waits": 2}
+
+
+def test_without_notifications_a_waiter_polls_in_short_bounded_waits() -> None:
+    ctx = context()
+    req = request(ctx)
+    script = Script(after_read(ctx, req, miss(ctx, req)))
+    script.reply(LEAD)
+    script.reply([[V, V], [b"W", b"800"]])
+    script.reply(False)  # Listen: no notifications
+    wait = script.reply([None, V, V])
+    assert type(wait) is Wait and wait.timeout <= 0.05
+
+
+def test_a_waiter_past_its_budget_loads_for_itself_and_does_not_store() -> None:
+    ctx = context()
+    req = request(ctx, max_wait=0.001)
+    script = Script(after_read(ctx, req, miss(ctx, req)))
+    script.reply(LEAD)
+    time.sleep(0.002)  # the holder keeps the lease past this waiter's budget
+    load = script.reply([[V, V], [b"W", b"800"]])
+    assert type(load) is Load and load.hold is None
+    assert script.reply("mine") is None and script.result == "mine"  # no write
+    assert counts(ctx) == {"misses": 1, "wait_timeouts": 1, "loads": 1}
+
+
+def test_a_key_filled_meanwhile_is_taken_from_the_lease_reply() -> None:
+    ctx = context()
+    req = request(ctx)
+    script = Script(after_read(ctx, req, miss(ctx, req)))
+    script.reply(LEAD)
+    now = int(time.time() * 1000)
+    share = script.reply([[V, V], entry_bytes(b"[1]", written_ms=now, ttl_ms=60_000)])
+    assert type(share) is Share and share.payload == b"[1]"
+    assert script.reply(None) is None and script.result == [1]
+
+
+def test_a_failing_loader_gives_the_lease_back_then_raises() -> None:
+    ctx = context()
+    req = request(ctx)
+    script = Script(after_read(ctx, req, miss(ctx, req)))
+    script.reply(LEAD)
+    script.reply(granted())
+    token = script.expect(Load).hold.token
+    release = script.throw(RuntimeError("origin down"))
+    assert type(release) is Send and release.command.name == "release"
+    assert token.encode() in release.command.payload
+    with pytest.raises(RuntimeError, match="origin down"):
+        script.reply(1)
+
+
+def test_a_value_too_large_to_cache_releases_the_lease_so_nobody_waits() -> None:
+    ctx = context(max_value_bytes=4)
+    req = request(ctx)
+    script = Script(after_read(ctx, req, miss(ctx, req)))
+    script.reply(LEAD)
+    script.reply(granted())
+    release = script.reply("far too large")
+    assert type(release) is Send and release.command.name == "release"
+    assert b"skip" in release.command.payload
+    assert script.reply(1) is None and script.result == "far too large"
+    assert counts(ctx)["oversize"] == 1
+
+
+def test_a_server_failure_on_the_lease_loads_without_the_cache() -> None:
+    ctx = context()
+    req = request(ctx)
+    script = Script(after_read(ctx, req, miss(ctx, req)))
+    script.reply(LEAD)
+    load = script.throw(ConnectionError("gone"))
+    assert type(load) is Load and load.hold is None
+    assert script.reply("v") is None and script.result == "v"
+
+
+def test_a_failed_first_read_loads_without_lease_or_store() -> None:
+    ctx = context()
+    req = request(ctx)
+    plan = ctx.read_plan("k")
+    found = first_read(ctx, plan, Failed(ConnectionError("gone")), None, True)
+    assert found[1] is FAILED
+    script = Script(after_read(ctx, req, found))
+    assert script.expect(Load).hold is None
+    assert script.reply("v") is None and script.result == "v"
+
+
+def test_without_single_flight_a_miss_loads_and_writes_plainly() -> None:
+    ctx = context()
+    req = request(ctx, single_flight=False)
+    script = Script(after_read(ctx, req, miss(ctx, req)))
+    assert script.expect(Load).hold is None
+    write = script.reply("v")
+    assert type(write) is Send and write.command.name == "write"
+    assert script.reply(stored()) is None and script.result == "v"  # no lease: nothing to share
+
+
+# -- a hit ----------------------------------------------------------------------------------------------------------
+def test_a_fresh_hit_leaves_nothing_to_do() -> None:
+    ctx = context(Protection(early_refresh=0))
+    req = request(ctx)
+    now = int(time.time() * 1000)
+    raw = entry_bytes(b"1", written_ms=now, ttl_ms=60_000)
+    found = first_read(ctx, ctx.read_plan("k"), [raw, V, V], None, True)
+    assert found[0] == 1
+    assert after_read(ctx, req, found) is None
+    assert raw[HEADER_START:].startswith(b"7 7 ")
+
+
+def test_a_stale_hit_is_served_while_this_caller_refreshes_it() -> None:
+    ctx = context()
+    req = request(ctx, stale_ttl=30)
+    now = int(time.time() * 1000)
+    raw = entry_bytes(b'"old"', written_ms=now - 2000, ttl_ms=1000, grace_ms=30_000)
+    found = first_read(ctx, ctx.read_plan("k"), [raw, V, V], None, True)
+    assert found[0] == "old"
+    script = Script(after_read(ctx, req, found))
+    acquire = script.expect(Send, "acquire")
+    assert f"{now - 2000}".encode() in acquire.command.payload  # the lease is refused if the entry was replaced
+    script.reply(granted())
+    assert script.expect(Load).hold is not None
+    script.reply("new")
+    script.reply(stored())
+    assert script.reply(None) is None and script.result == "new"
+    assert counts(ctx)["early_refreshes"] == 1
+
+
+def test_a_stale_hit_in_async_code_refreshes_in_the_background() -> None:
+    ctx = context()
+    req = request(ctx, stale_ttl=30, background=True)
+    now = int(time.time() * 1000)
+    raw = entry_bytes(b'"old"', written_ms=now - 2000, ttl_ms=1000, grace_ms=30_000)
+    found = first_read(ctx, ctx.read_plan("k"), [raw, V, V], None, True)
+    script = Script(after_read(ctx, req, found))
+    spawn = script.reply(granted())
+    assert type(spawn) is Spawn
+    assert script.reply(None) is None and script.result == "old"  # the caller gets the stale value at once
+    background = Script(spawn.flow)
+    assert background.expect(Load).hold is not None
+    assert counts(ctx)["stale_served"] == 1
+
+
+def test_a_stale_hit_another_caller_is_refreshing_is_served_as_is() -> None:
+    ctx = context()
+    req = request(ctx, stale_ttl=30)
+    now = int(time.time() * 1000)
+    raw = entry_bytes(b'"old"', written_ms=now - 2000, ttl_ms=1000, grace_ms=30_000)
+    script = Script(after_read(ctx, req, first_read(ctx, ctx.read_plan("k"), [raw, V, V], None, True)))
+    assert script.reply([[V, V], [b"W", b"900"]]) is None
+    assert script.result == "old" and counts(ctx)["stale_served"] == 1
+
+
+def test_a_hit_stamped_with_a_moved_counter_is_a_miss() -> None:
+    ctx = context()
+    now = int(time.time() * 1000)
+    raw = entry_bytes(b"1", written_ms=now, ttl_ms=60_000)
+    found = first_read(ctx, ctx.read_plan("k"), [raw, b"8", V], None, True)  # bump_version since the write
+    assert found[0] is MISSING
+    assert counts(ctx) == {"misses": 1}
+
+
+def test_an_entry_with_tags_the_caller_did_not_name_is_read_again_with_their_counters() -> None:
+    ctx = context()
+    now = int(time.time() * 1000)
+    header = f"7 7 {now} 60000 0 0 1 t1 3".encode()
+    raw = b"cw1j" + f"{len(header):04x}".encode() + header + b"1"
+    flow = first_read(ctx, ctx.read_plan("k"), [raw, V, V], None, True)
+    script = Script(flow)
+    again = script.expect(Send, "read")
+    assert ctx.space.tag_counter("t1") in again.command.all_keys()
+    assert script.reply([raw, V, V, b"3"]) is None
+    assert script.result[0] == 1
