@@ -305,7 +305,7 @@ class Bench:
                 None,
                 run=sync_loop(cache.get, "product:43"),
                 check=lambda: expect("get", cache.get("product:43")),
-                note="documented: MGET, then the Lua read",
+                note="documented: MGET, then an MGET with its tags",
             )
         )
         self.add(

@@ -218,16 +218,16 @@ def install_command_counter() -> None:
 
 def install_trace() -> None:
     """Record when each step of cachewise's cold-key flow ran, and when fill notices arrived."""
-    from cachewise import flows
+    from cachewise.engine import engine
     from cachewise.transport import notify
 
-    original = flows.after_read
+    original = engine.after_read
 
-    def traced(cache: Any, req: Any, value: Any, head: Any, refresh: Any, *, server_down: bool = False) -> Any:
-        inner = original(cache, req, value, head, refresh, server_down=server_down)
-        return _traced_flow(inner, _CALLER.get())
+    def traced(ctx: Any, req: Any, found: Any) -> Any:
+        inner = original(ctx, req, found)
+        return None if inner is None else _traced_flow(inner, _CALLER.get())
 
-    flows.after_read = traced  # cache.py calls flows.after_read(...) through the module
+    engine.after_read = traced  # the engine calls after_read(...) through its module's namespace
     handle = notify.FillNotifier._handle
 
     def traced_handle(self: Any, message: dict[str, Any]) -> None:
@@ -259,7 +259,14 @@ def _traced_flow(inner: Generator[Any, Any, Any], caller: Caller | None) -> Gene
         except BaseException as exc:
             error = exc
         if caller is not None:
-            caller.trace.append((str(step[0]), began, time.time()))
+            caller.trace.append((_step_name(step), began, time.time()))
+
+
+def _step_name(step: Any) -> str:
+    """A flow step's name in the trace: the command's for a :class:`~cachewise.runner.Send` ("read", "acquire",
+    "write", "release"), else the step's kind ("load", "listen", "wait", "join", "share")."""
+    command = getattr(step, "command", None)
+    return str(command.name) if command is not None else type(step).__name__.lower()
 
 
 class _LogCounter(logging.Handler):
@@ -891,20 +898,21 @@ def trace_breakdown(rounds: list[Round]) -> dict[str, float]:
         if holders:
             h = holders[0]
             steps = h["trace"]
-            scripts = [s for s in steps if s[0] == "script"]
+            leases = [s for s in steps if s[0] == "acquire"]
             loads = [s for s in steps if s[0] == "load"]
-            if scripts:
-                add("holder: lease granted", ms(scripts[0][2]))
+            writes = [s for s in steps if s[0] == "write"]
+            if leases:
+                add("holder: lease granted", ms(leases[0][2]))
             if loads:
                 add("holder: origin returned", ms(loads[0][2]))
-            if len(scripts) > 1:
-                add("holder: value stored + published", ms(scripts[-1][2]))
+            if writes:
+                add("holder: value stored + published", ms(writes[-1][2]))
         firsts = [min((t for t in n if t >= r.t0), default=None) for n in r.notices]
         firsts_ms = [ms(t) for t in firsts if t is not None]
         if firsts_ms:
             add("notice received (first process)", min(firsts_ms))
             add("notice received (last process)", max(firsts_ms))
-        acquires = [next((s for s in c["trace"] if s[0] == "script"), None) for c in waiters if c["trace"]]
+        acquires = [next((s for s in c["trace"] if s[0] == "acquire"), None) for c in waiters if c["trace"]]
         acq = [ms(s[2]) for s in acquires if s is not None]
         if acq:
             add("waiters: lease script answered (median)", statistics.median(acq))
@@ -913,7 +921,7 @@ def trace_breakdown(rounds: list[Round]) -> dict[str, float]:
         if waits:
             add("waiters: woken (median)", statistics.median(ms(s[2]) for s in waits))
             add("waiters: woken (last)", max(ms(s[2]) for s in waits))
-        rereads = [s for c in waiters for s in c["trace"] if s[0] == "mget"]
+        rereads = [s for c in waiters for s in c["trace"] if s[0] == "read"]
         if rereads:
             add("waiters: re-read MGET (median duration)", statistics.median(1000 * (s[2] - s[1]) for s in rereads))
             add("waiters: re-read MGET (longest)", max(1000 * (s[2] - s[1]) for s in rereads))

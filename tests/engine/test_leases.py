@@ -14,6 +14,7 @@ import pytest
 
 from cachewise import Cache, Protection
 from cachewise.engine.leases import LeaseKeeper
+from cachewise.engine.steps import Hold
 from tests.processes import in_forked_child, run_together
 
 
@@ -55,6 +56,22 @@ def test_keeper_extends_until_dropped() -> None:
     time.sleep(0.1)
     assert len(recorder.calls) <= seen + 1  # at most one extension was already on its way when dropped
     assert set(recorder.calls) == {"k"} and keeper.extended >= 3 and keeper.lost == 0
+    keeper.close()
+
+
+def test_keep_extends_the_lease_a_load_holds_while_it_runs_even_when_it_fails() -> None:
+    recorder = Recorder([True])
+    keeper = LeaseKeeper(recorder)
+    hold = Hold("k", "token", 60, 10.0, (), ())
+    with pytest.raises(RuntimeError, match="origin"), keeper.keep(hold):
+        assert recorder.called.acquire(timeout=5)  # extended while the block runs
+        raise RuntimeError("origin failed")
+    seen = len(recorder.batches)
+    time.sleep(0.1)
+    assert len(recorder.batches) <= seen + 1  # dropped on the way out (one may have been on its way)
+    assert all(lease is hold for batch in recorder.batches for lease in batch)
+    with keeper.keep(None):  # a load without a lease: nothing to keep
+        pass
     keeper.close()
 
 

@@ -89,12 +89,8 @@ class Driver:
     def _step(self, step: Any, state: _Run) -> Any:
         match step:
             case Load(hold):
-                held = None if hold is None else self.keeper.hold(hold, hold.lease_ms, hold.budget)
-                try:
+                with self.keeper.keep(hold):
                     return self._load_sync(state)
-                finally:
-                    if held is not None:
-                        self.keeper.drop(held)
             case Join(entry, timeout):
                 flight = self._join(entry, state)
                 if flight is None:
@@ -119,13 +115,9 @@ class Driver:
     async def _astep(self, step: Any, state: _Run) -> Any:
         match step:
             case Load(hold):
-                held = None if hold is None else self.keeper.hold(hold, hold.lease_ms, hold.budget)
-                try:
+                with self.keeper.keep(hold):
                     value = state.loader() if state.loader is not None else None
                     return await value if inspect.isawaitable(value) else value
-                finally:
-                    if held is not None:
-                        self.keeper.drop(held)
             case Join(entry, timeout):
                 flight = self._join(entry, state)
                 if flight is None:

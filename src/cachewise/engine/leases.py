@@ -19,13 +19,15 @@ The keeper itself does no I/O: it is given the function that extends a list of l
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..forks import reset_in_child
+from .steps import Hold
 
 __all__ = ["Held", "LeaseKeeper"]
 
@@ -99,6 +101,16 @@ class LeaseKeeper:
             elif held.due < self._wake_at:
                 self._cond.notify()  # it sleeps until a later lease's time: have it look again now
         return held
+
+    @contextlib.contextmanager
+    def keep(self, hold: Hold | None) -> Iterator[None]:
+        """Keep the lease ``hold`` names alive while the ``with`` block (a load) runs; None: nothing to keep."""
+        held = None if hold is None else self.hold(hold, hold.lease_ms, hold.budget)
+        try:
+            yield
+        finally:
+            if held is not None:
+                self.drop(held)
 
     def drop(self, held: Held) -> None:
         """The load ended (stored, failed or cancelled): stop extending its lease."""
