@@ -54,11 +54,12 @@ class Failed:
 class Executor:
     """Sends :class:`Command` s to one server past its circuit breaker, timed, counted and reported."""
 
-    __slots__ = ("_connection", "_report", "breaker")
+    __slots__ = ("_connection", "_report", "_roundtrip", "breaker")
 
     def __init__(self, connection: Connection, report: Reporter) -> None:
         self._connection = connection
         self._report = report
+        self._roundtrip = report.roundtrip
         #: The server's circuit breaker (read its state; only the executor asks it for permission).
         self.breaker = connection.breaker
 
@@ -74,7 +75,7 @@ class Executor:
         started = time.perf_counter()
         try:
             replies = self._connection.pipelined(command.payload, command.count)
-            again = _noscript(command, replies)
+            again = _noscript(command, replies) if command.scripted else None
             if again is not None:
                 _merge(replies, again, self._connection.pipelined(again.payload, again.count))
         except SERVER_ERRORS as exc:
@@ -88,7 +89,7 @@ class Executor:
         started = time.perf_counter()
         try:
             replies = await self._connection.apipelined(command.payload, command.count)
-            again = _noscript(command, replies)
+            again = _noscript(command, replies) if command.scripted else None
             if again is not None:
                 _merge(replies, again, await self._connection.apipelined(again.payload, again.count))
         except SERVER_ERRORS as exc:
@@ -118,14 +119,23 @@ class Executor:
 
     # -- shared steps (no I/O) ----------------------------------------------------------------------------------
     def _answered(self, command: Command, replies: list[Any], scope: Counters | None, started: float) -> Any:
-        self._report.roundtrip(time.perf_counter() - started, scope)
+        self._roundtrip(time.perf_counter() - started, scope)
         self.breaker.success()
+        if command.count == 1:
+            reply = replies[0]
+            if command.strict and isinstance(reply, ResponseError):
+                return self._refused(command, reply, scope)
+            return reply
         if command.strict:
             for reply in replies:
-                if isinstance(reply, ResponseError):  # an answer from a server that is up: no breaker failure
-                    self._report.failure(command.name, reply, scope)
-                    return Failed(reply)
-        return replies[0] if command.count == 1 else replies
+                if isinstance(reply, ResponseError):
+                    return self._refused(command, reply, scope)
+        return replies
+
+    def _refused(self, command: Command, reply: ResponseError, scope: Counters | None) -> Failed:
+        """An error reply: an answer from a server that is up (no breaker failure), reported and handed back."""
+        self._report.failure(command.name, reply, scope)
+        return Failed(reply)
 
     def _failed(self, command: Command, exc: BaseException, scope: Counters | None, started: float) -> Failed:
         self._report.roundtrip(time.perf_counter() - started, scope)

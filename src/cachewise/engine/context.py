@@ -26,9 +26,10 @@ __all__ = ["Context", "Request"]
 _PLAN_MEMO_SIZE = 4096
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """One cache-aside call: what to read, how to store, how to protect the origin."""
+    """One cache-aside call: what to read, how to store, how to protect the origin.  Never changed once built (not
+    ``frozen``: one is built per call, and a frozen dataclass takes five times as long to build)."""
 
     key: str
     tokens: tuple[str, ...]

@@ -26,7 +26,7 @@ class Command:
     otherwise error replies stay in place in the list of replies (a per-entity error in a batch read).
     """
 
-    __slots__ = ("count", "keys", "name", "parts", "payload", "scripts", "strict")
+    __slots__ = ("count", "keys", "name", "parts", "payload", "scripted", "scripts", "strict")
 
     def __init__(
         self,
@@ -46,6 +46,8 @@ class Command:
         self.payload = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         self.count = len(self.parts)
         self.strict = strict
+        #: Whether any part calls a script (only those can meet ``NOSCRIPT``).
+        self.scripted = any(self.scripts)
 
     # -- builders -------------------------------------------------------------------------------------------------
     @classmethod
