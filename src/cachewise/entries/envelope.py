@@ -6,9 +6,10 @@ The header is ASCII tokens separated by spaces::
     <namespace version> <group version> <written at, ms> <ttl, ms> <grace, ms> <load time, ms> <tag count>
     [<tag> <tag version>]... [k=v]...
 
-The Lua read (``store/get.lua``) checks the versions and tags in the same call that reads the value; Python only
-needs the payload offset on a hit, and the times for early refresh (the entry's expiry and its load time) and
-stale serving (``grace``: how long past its TTL it is kept).  A value that does not start with the magic, or whose
+A read (one ``MGET`` of the entry and its counters) is judged by :func:`cachewise.entries.verdicts.judge`, which
+compares the header's stamps with the counters; beyond that, a hit needs only the payload offset, and the times for
+early refresh (the entry's expiry and its load time) and stale serving (``grace``: how long past its TTL it is
+kept).  A value that does not start with the magic, or whose
 serializer is unknown, is treated as a miss and counted (it was written by another program or an older format).
 Trailing ``k=v`` tokens carry optional metadata (``v=``: the version of a versioned write).
 """

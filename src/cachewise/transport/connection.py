@@ -187,7 +187,7 @@ class Connection:
         return self._target
 
     def pipelined(self, payload: bytes, count: int) -> list[Any]:
-        """Send ``count`` commands already encoded in the protocol (see :mod:`cachewise.server.resp`) as one write on
+        """Send ``count`` commands already encoded in the protocol (see :mod:`cachewise.transport.resp`) as one write on
         one pooled connection and read their raw replies (no reply callbacks: ``HGETALL`` gives a flat list under
         RESP2).  An error reply takes its command's place as a ``ResponseError``, it is not raised.
 

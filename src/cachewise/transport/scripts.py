@@ -1,8 +1,9 @@
 """Server-side Lua scripts: kept as ``.lua`` files beside the module that uses them, loaded once, called by SHA.
 
 A :class:`Script` is the source, its SHA and the protocol bytes that call and load it;
-:meth:`cachewise.server.connection.Connection.script` runs it (and, when a server that restarted or ran
-``SCRIPT FLUSH`` answers ``NOSCRIPT``, loads it and calls again).
+:class:`~cachewise.transport.command.Command` s carry its calls, and :class:`~cachewise.executor.Executor` sends
+them (and, when a server that restarted or ran ``SCRIPT FLUSH`` answers ``NOSCRIPT``, loads it and resends just
+those calls).
 """
 
 from __future__ import annotations
