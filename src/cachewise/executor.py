@@ -164,6 +164,8 @@ class _Again:
 
 def _noscript(command: Command, replies: list[Any]) -> _Again | None:
     """The parts the server did not know the script of, or None (nearly always)."""
+    if len(replies) == 1:
+        return _Again(command, [0]) if isinstance(replies[0], NoScriptError) else None
     indexes = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     return _Again(command, indexes) if indexes else None
 

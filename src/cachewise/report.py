@@ -20,12 +20,15 @@ __all__ = ["Reporter"]
 class Reporter:
     """Counters, failures and warnings of one cache, for the components built on it."""
 
-    __slots__ = ("_breaker", "_errors", "_stats")
+    __slots__ = ("_breaker", "_errors", "_stats", "roundtrip")
 
     def __init__(self, stats: StatsRegistry, errors: ErrorLog, breaker: CircuitBreaker) -> None:
         self._stats = stats
         self._errors = errors
         self._breaker = breaker
+        #: ``roundtrip(seconds, scope=None)``: one server round trip of ``seconds`` (the registry's own method:
+        #: every command calls it).
+        self.roundtrip = stats.roundtrip
 
     def scope(self, name: str) -> Counters | None:
         """The counters of one component or function (``stats().functions[name]``), created on first use."""
@@ -35,10 +38,6 @@ class Reporter:
         """Add ``amount`` to counter ``name`` (a field of :class:`~cachewise.stats.Counters`) of the cache, and of
         ``scope`` when given."""
         self._stats.add(scope, name, amount)
-
-    def roundtrip(self, seconds: float, scope: Counters | None = None) -> None:
-        """One server round trip of ``seconds``."""
-        self._stats.roundtrip(scope, seconds)
 
     def failure(self, operation: str, exc: BaseException, scope: Counters | None = None) -> None:
         """A server call failed and the caller carries on (fails open): counted as ``errors`` (``skipped`` when the

@@ -5,6 +5,7 @@ Counting is pure bookkeeping (no I/O); :meth:`cachewise.Cache.stats` returns a s
 
 from __future__ import annotations
 
+import collections
 import threading
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -89,6 +90,8 @@ class CacheStats:
 
 
 _FIELDS = frozenset(f.name for f in fields(Counters))
+#: Round trips recorded but not yet added to the counters (see :meth:`StatsRegistry.roundtrip`).
+_FOLD_AT = 4096
 
 
 class StatsRegistry:
@@ -99,6 +102,8 @@ class StatsRegistry:
         self._total = Counters()
         self._functions: dict[str, Counters] = {}
         self._lock = threading.Lock()
+        #: Round trips not yet folded into the counters: ``(seconds, scope)``.
+        self._pending: collections.deque[tuple[float, Counters | None]] = collections.deque()
 
     def scope(self, name: str | None) -> Counters | None:
         """The counters of a function (created on first use); None for the namespace alone."""
@@ -114,9 +119,25 @@ class StatsRegistry:
             if scope is not None:
                 setattr(scope, name, getattr(scope, name) + amount)
 
-    def roundtrip(self, scope: Counters | None, seconds: float) -> None:
-        with self._lock:
-            total = self._total
+    def roundtrip(self, seconds: float, scope: Counters | None = None) -> None:
+        """One server round trip of ``seconds``.  Every command pays this, so it takes no lock: it queues the round
+        trip (``deque.append`` is atomic), and the queue is added to the counters under the lock when it grows long
+        and before any read of them."""
+        pending = self._pending
+        pending.append((seconds, scope))
+        if len(pending) > _FOLD_AT:
+            with self._lock:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Add the queued round trips to the counters (the lock held; a round trip queued meanwhile waits for the
+        next fold: ``popleft`` never loses one)."""
+        pending, total = self._pending, self._total
+        while pending:
+            try:
+                seconds, scope = pending.popleft()
+            except IndexError:
+                break
             total.roundtrips += 1
             total.roundtrip_seconds += seconds
             if scope is not None:
@@ -125,6 +146,7 @@ class StatsRegistry:
 
     def snapshot(self) -> CacheStats:
         with self._lock:
+            self._fold()
             return CacheStats(
                 namespace=self.namespace,
                 total=Counters(**asdict(self._total)),
@@ -135,6 +157,7 @@ class StatsRegistry:
         """Zero every counter in place (cached functions keep their references to their counters)."""
         zero = Counters()
         with self._lock:
+            self._pending.clear()
             for counters in (self._total, *self._functions.values()):
                 for f in fields(Counters):
                     setattr(counters, f.name, getattr(zero, f.name))

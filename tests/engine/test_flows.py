@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from cachewise.breaker import CircuitBreaker
+from cachewise.entries import commands
 from cachewise.engine.context import Context, Request
+from cachewise.engine import ops
 from cachewise.engine.flows import after_read, first_read
 from cachewise.engine.reads import FAILED, EntryReader
 from cachewise.engine.stampede import Protection
@@ -88,14 +90,22 @@ class Script:
         return step
 
 
+LIFE = 1_000  # counters.lua's answer for each counter's life left (ms): shorter than any entry or lease here
+
+
+def counted(values: tuple[bytes, ...] = (V, V), life: int = LIFE) -> list[Any]:
+    """``counters.lua``'s reply: the counters' values and their lives left."""
+    return [list(values), [life] * len(values)]
+
+
 def granted(snapshot: tuple[bytes, ...] = (V, V)) -> list[Any]:
-    """The reply to the acquire command: the counters' values, then ``acquire.lua``'s "lease granted"."""
-    return [list(snapshot), [b"L"]]
+    """The reply to the acquire command: ``counters.lua``'s, then ``acquire.lua``'s "granted"."""
+    return [counted(snapshot), [b"L"]]
 
 
 def stored(current: tuple[bytes, ...] = (V, V)) -> list[Any]:
-    """The reply to a write: the counters' values, then ``set.lua``'s "stored"."""
-    return [list(current), 1]
+    """The reply to a write: ``counters.lua``'s, then ``set.lua``'s "stored"."""
+    return [counted(current), 1]
 
 
 def counts(ctx: Context) -> dict[str, Any]:
@@ -177,12 +187,12 @@ def test_a_waiter_listens_rereads_and_takes_the_holders_value() -> None:
     req = request(ctx)
     script = Script(after_read(ctx, req, miss(ctx, req)))
     script.reply(LEAD)
-    assert type(script.reply([[V, V], [b"W", b"800"]])) is Listen  # another process holds the lease
+    assert type(script.reply([counted(), [b"W", b"800"]])) is Listen  # another process holds the lease
     reread = script.reply(True)
     assert type(reread) is Send and reread.command.name == "read"
     assert type(script.reply([None, V, V])) is Send  # not there yet: ask for the lease again...
     assert script.step.command.name == "acquire"
-    wait = script.reply([[V, V], [b"W", b"500"]])  # ...still held: now wait for the fill notification
+    wait = script.reply([counted(), [b"W", b"500"]])  # ...still held: now wait for the fill notification
     assert type(wait) is Wait and 0 < wait.timeout <= 0.55
     script.reply(True)
     now = int(time.time() * 1000)
@@ -197,7 +207,7 @@ def test_without_notifications_a_waiter_polls_in_short_bounded_waits() -> None:
     req = request(ctx)
     script = Script(after_read(ctx, req, miss(ctx, req)))
     script.reply(LEAD)
-    script.reply([[V, V], [b"W", b"800"]])
+    script.reply([counted(), [b"W", b"800"]])
     script.reply(False)  # Listen: no notifications
     wait = script.reply([None, V, V])
     assert type(wait) is Wait and wait.timeout <= 0.05
@@ -209,7 +219,7 @@ def test_a_waiter_past_its_budget_loads_for_itself_and_does_not_store() -> None:
     script = Script(after_read(ctx, req, miss(ctx, req)))
     script.reply(LEAD)
     time.sleep(0.002)  # the holder keeps the lease past this waiter's budget
-    load = script.reply([[V, V], [b"W", b"800"]])
+    load = script.reply([counted(), [b"W", b"800"]])
     assert type(load) is Load and load.hold is None
     assert script.reply("mine") is None and script.result == "mine"  # no write
     assert counts(ctx) == {"misses": 1, "wait_timeouts": 1, "loads": 1}
@@ -221,7 +231,7 @@ def test_a_key_filled_meanwhile_is_taken_from_the_lease_reply() -> None:
     script = Script(after_read(ctx, req, miss(ctx, req)))
     script.reply(LEAD)
     now = int(time.time() * 1000)
-    share = script.reply([[V, V], entry_bytes(b"[1]", written_ms=now, ttl_ms=60_000)])
+    share = script.reply([counted(), entry_bytes(b"[1]", written_ms=now, ttl_ms=60_000)])
     assert type(share) is Share and share.payload == b"[1]"
     assert script.reply(None) is None and script.result == [1]
 
@@ -284,6 +294,67 @@ def test_without_single_flight_a_miss_loads_and_writes_plainly() -> None:
     assert script.reply(stored()) is None and script.result == "v"  # no lease: nothing to share
 
 
+# -- what the counters need: kept alive, read, or nothing -------------------------------------------------------------
+def known(ctx: Context, values: tuple[bytes, ...] = (V, V), life_ms: int = 600_000) -> None:
+    """This process learned (from ``counters.lua``) that the counters of ``k`` hold ``values`` for ``life_ms``."""
+    ctx.writer.memo.learn(ctx.read_plan("k").counters, values, [life_ms] * len(values), time.monotonic())
+
+
+def first_part(send: Send) -> bytes:
+    return send.command.parts[0]
+
+
+def test_a_plain_miss_keeps_the_counters_alive_once_then_writes_the_entry_alone() -> None:
+    ctx = context()
+    for expected_parts, reply in ((2, [counted(life=600_000), 1]), (1, 1)):
+        req = request(ctx, single_flight=False)
+        script = Script(after_read(ctx, req, miss(ctx, req)))
+        write = script.reply("v")
+        assert type(write) is Send and write.command.count == expected_parts
+        assert script.reply(reply) is None and script.result == "v"
+    assert counts(ctx)["sets"] == 2  # the first write taught the memo that the counters outlive the entry
+
+
+def test_a_plain_miss_keeps_counters_alive_that_the_memo_does_not_know_to_outlive_the_entry() -> None:
+    ctx = context()
+    for values, life_ms, why in (((V, V), 30_000, "they end before the entry"), ((b"8", V), 600_000, "one moved")):
+        known(ctx, values, life_ms)
+        req = request(ctx, single_flight=False)
+        write = Script(after_read(ctx, req, miss(ctx, req))).reply("v")
+        assert write.command.count == 2 and commands.COUNTERS.sha.encode() in first_part(write), why
+
+
+def test_a_miss_whose_counters_are_known_takes_the_lease_alone_and_verifies_the_write_with_a_read() -> None:
+    ctx = context()
+    known(ctx)
+    req = request(ctx)
+    script = Script(after_read(ctx, req, miss(ctx, req)))
+    script.reply(LEAD)
+    acquire = script.expect(Send, "acquire")
+    assert acquire.command.count == 1  # no counters.lua: the read just saw them, and they live long enough
+    load = script.reply([b"L"])
+    assert load.hold.stamps == (V, V)  # stamped with what the read saw
+    write = script.reply(42)
+    assert write.command.count == 2 and first_part(write).startswith(b"*3\r\n$4\r\nMGET")
+    share = script.reply([[V, V], 1])
+    assert type(share) is Share and share.payload == b"42"
+    assert script.reply(None) is None and counts(ctx)["sets"] == 1
+
+
+def test_a_verified_write_whose_counters_moved_is_refused_and_the_memo_learns_the_new_value() -> None:
+    ctx = context()
+    known(ctx)
+    req = request(ctx)
+    script = Script(after_read(ctx, req, miss(ctx, req)))
+    script.reply(LEAD)
+    script.reply([b"L"])
+    script.reply("v")
+    assert script.reply([[b"8", V], 1]) is None  # a bump landed during the load: no Share
+    assert counts(ctx)["refused_writes"] == 1
+    assert ctx.writer.memo.stamps(ctx.read_plan("k").counters, "fresh") == [b"8", V]
+    assert not ctx.writer.memo.alive(ctx.read_plan("k").counters, [b"8", V], 1)  # its life is not known
+
+
 # -- a hit ----------------------------------------------------------------------------------------------------------
 def test_a_fresh_hit_leaves_nothing_to_do() -> None:
     ctx = context(Protection(early_refresh=0))
@@ -334,7 +405,7 @@ def test_a_stale_hit_another_caller_is_refreshing_is_served_as_is() -> None:
     now = int(time.time() * 1000)
     raw = entry_bytes(b'"old"', written_ms=now - 2000, ttl_ms=1000, grace_ms=30_000)
     script = Script(after_read(ctx, req, first_read(ctx, ctx.read_plan("k"), [raw, V, V], None, True)))
-    assert script.reply([[V, V], [b"W", b"900"]]) is None
+    assert script.reply([counted(), [b"W", b"900"]]) is None
     assert script.result == "old" and counts(ctx)["stale_served"] == 1
 
 
@@ -358,3 +429,16 @@ def test_an_entry_with_tags_the_caller_did_not_name_is_read_again_with_their_cou
     assert ctx.space.tag_counter("t1") in again.command.all_keys()
     assert script.reply([raw, V, V, b"3"]) is None
     assert script.result[0] == 1
+
+
+def test_a_set_verifies_known_counters_with_a_read_and_recreates_those_a_restart_lost() -> None:
+    ctx = context()
+    known(ctx)
+    script = Script(ops.write(ctx, "k", 1, 60, (), None, "test"))
+    first = script.expect(Send, "write")
+    assert first.command.count == 2 and first_part(first).startswith(b"*3\r\n$4\r\nMGET")
+    again = script.reply([[None, None], 1])  # the server restarted empty: the counters are gone
+    assert type(again) is Send and commands.COUNTERS.sha.encode() in first_part(again)
+    fresh = again.command.parts[0].rsplit(b"\r\n", 2)[-2]  # counters.lua's ARGV[2]: what it creates them with
+    assert script.reply([counted((fresh, fresh), 120_000), 1]) is None and script.result is True
+    assert counts(ctx)["sets"] == 1

@@ -34,7 +34,7 @@ def write(
     """Store an entry as a plain write does: the counters read (created when missing), then the entry stamped."""
     counters = commands.counter_keys(ks, key, tokens)
     fresh = commands.fresh_value()
-    stamps = send(client, commands.counters(counters, ttl_ms, fresh))
+    stamps, _ = send(client, commands.counters(counters, ttl_ms, fresh))
     return int(send(client, commands.write(ks, key, b"j", payload, ttl_ms, stamps, tokens, **kw)))
 
 
@@ -79,18 +79,33 @@ def test_bump_creates_nothing_and_counts_what_it_bumped(raw: redis.Redis, unique
     write(raw, ks, "a", b"1", 30_000, (tag_token("t"),))
     assert sum(send(raw, commands.bump([ks.namespace_version, ks.tag_version("t")], "bump"))) == 2
     ttl = raw.pttl(ks.tag_version("t"))
-    assert 0 < ttl <= 30_000  # INCR keeps the TTL
+    assert 0 < ttl <= 60_000  # INCR keeps the TTL (twice the entry's life: counters.lua)
     assert read(raw, ks, "a", (tag_token("t"),)) == verdicts.STALE
 
 
 def test_counter_ttl_grows_with_the_longest_entry(raw: redis.Redis, unique_namespace: str) -> None:
     ks = KeySpace(unique_namespace)
     write(raw, ks, "a:1", b"1", 10_000)
-    assert raw.pttl(ks.group_version("a")) <= 10_000
+    assert 10_000 < raw.pttl(ks.group_version("a")) <= 20_000  # created for twice the entry's life
     write(raw, ks, "a:2", b"1", 60_000)
-    assert raw.pttl(ks.group_version("a")) > 50_000
+    assert raw.pttl(ks.group_version("a")) > 110_000  # extended to twice the longer life
     write(raw, ks, "a:3", b"1", 1_000)
-    assert raw.pttl(ks.group_version("a")) > 50_000  # never shortened
+    assert raw.pttl(ks.group_version("a")) > 110_000  # never shortened
+
+
+def test_counters_answer_their_values_and_lives(raw: redis.Redis, unique_namespace: str) -> None:
+    """What the client's memo learns: each counter's life left, so that the next writes need not extend it."""
+    ks = KeySpace(unique_namespace)
+    counters = commands.counter_keys(ks, "a:1")
+    values, lives = send(raw, commands.counters(counters, 10_000, "123"))
+    assert values == [b"123", b"123"] and lives == [20_000, 20_000]  # created for twice the life asked
+    raw.pexpire(counters[0], 15_000)
+    values, lives = send(raw, commands.counters(counters, 10_000, "456"))
+    assert values == [b"123", b"123"] and 14_000 < lives[0] <= 15_000  # still long enough: left alone
+    assert 19_000 < lives[1] <= 20_000
+    raw.pexpire(counters[0], 5_000)
+    _, lives = send(raw, commands.counters(counters, 10_000, "456"))
+    assert lives[0] == 20_000  # shorter than the life asked: extended to twice it
 
 
 def test_a_refresh_lease_is_only_for_the_entry_the_caller_read(raw: redis.Redis, unique_namespace: str) -> None:
@@ -127,7 +142,7 @@ def test_a_miss_lease_returns_an_entry_stamped_as_the_caller_read(raw: redis.Red
     # A lease holder's write lands only while its lease stands: a plain write voided t2's lease.
     assert write(raw, ks, "k", b"2", 30_000) == 1
     counters = commands.counter_keys(ks, "k")
-    stamps = send(raw, commands.counters(counters, 30_000, commands.fresh_value()))
+    stamps, _ = send(raw, commands.counters(counters, 30_000, commands.fresh_value()))
     assert send(raw, commands.write(ks, "k", b"j", b"3", 30_000, stamps, token="t2")) == 0
 
 

@@ -96,7 +96,7 @@ class Engine:
         answers: list[bool | BaseException] = []
         moved = []
         for i, hold in enumerate(holds):
-            values, extended = replies[2 * i], replies[2 * i + 1]
+            (values, _), extended = replies[2 * i], replies[2 * i + 1]
             if extended != 1:
                 answers.append(False)
             elif tuple(values) != hold.stamps:  # an invalidation during the load: give the lease back now

@@ -75,41 +75,49 @@ def after_read(ctx: Context, req: Request, found: Found) -> Flow[Any] | None:
         if why is None:
             return None
         if why != "corrupt":
-            return _refresh(ctx, req, value, head, why)
+            return _refresh(ctx, req, value, head, why, _known(ctx, req, plan, reply))
         ctx.reader.invalid(req.scope, "corrupt entry times")
     if head is FAILED:
         return _load(ctx, req, None)
     if not req.protection.single_flight:
-        return _load(ctx, req, "", stamps=_expected(ctx, req, _seen(plan, reply)))
-    return _single_flight(ctx, req, _seen(plan, reply))
+        return _load(ctx, req, "", stamps=_known(ctx, req, plan, reply))
+    return _single_flight(ctx, req, _known(ctx, req, plan, reply))
 
 
-def _seen(plan: ReadPlan, reply: Any) -> dict[str, Any]:
-    """The counters' values a read saw (none when it failed)."""
-    return dict(zip(plan.counters, reply[1:])) if reply else {}
-
-
-def _expected(ctx: Context, req: Request, seen: dict[str, Any]) -> list[Any]:
-    """The values of ``req``'s counters as last seen (None: unknown)."""
+def _known(ctx: Context, req: Request, plan: ReadPlan, reply: Any) -> list[Any]:
+    """The values of ``req``'s counters that the read of ``plan`` saw (None: unknown, or the read failed)."""
+    if plan.tokens == req.tokens:  # nearly always: the plan read the request's own counters
+        return list(reply[1:]) if reply else [None] * len(plan.counters)
+    seen = dict(zip(plan.counters, reply[1:])) if reply else {}
     return [seen.get(c) for c in ctx.read_plan(req.key, req.tokens).counters]
 
 
-def _acquire(req: Request, plan: ReadPlan, lease_ms: int, command: Command) -> Send:
-    """The lease request behind the counters it is taken under (kept alive for the lease's time)."""
+def _lease(ctx: Context, req: Request, plan: ReadPlan, lease_ms: int, command: Command, known: list[Any]) -> Flow[Any]:
+    """Send the lease request ``command``; ``(the counter values it is taken under, its reply)``.  It goes behind
+    ``counters.lua`` (their values now, kept alive for the lease's time) unless this process knows that they hold the
+    values ``known`` (this call read them) and live that long: then it goes alone, under those values (a counter
+    bumped since makes the value stale, and its write refused)."""
+    memo = ctx.writer.memo
+    if memo.alive(plan.counters, known, lease_ms):
+        return tuple(known), (yield Send(command, req.scope))
     counters = commands.counters(plan.counters, lease_ms, commands.fresh_value())
-    return Send(Command.join("acquire", [counters, command]), req.scope)
+    since = time.monotonic()
+    (values, lives), reply = yield Send(Command.join("acquire", [counters, command]), req.scope)
+    memo.learn(plan.counters, values, lives, since)
+    return tuple(values), reply
 
 
-def _refresh(ctx: Context, req: Request, value: Any, head: list[bytes], why: str) -> Flow[Any]:
+def _refresh(ctx: Context, req: Request, value: Any, head: list[bytes], why: str, known: list[Any]) -> Flow[Any]:
     """A hit that should be reloaded (early, or served stale): one caller takes the lease and reloads (unless the
-    entry it read was replaced meanwhile: another caller's refresh landed)."""
+    entry it read was replaced meanwhile: another caller's refresh landed).  ``known``: the counters' values the
+    read saw."""
     plan = ctx.read_plan(req.key, req.tokens)
     lease_ms = ctx.lease_ms(req)
     token = new_token()
     seen_written = head[2] if len(head) > 2 else b""
     command = commands.acquire(ctx.space, req.key, token, lease_ms, refresh=True, seen_written=seen_written)
     try:
-        snapshot, reply = yield _acquire(req, plan, lease_ms, command)
+        snapshot, reply = yield from _lease(ctx, req, plan, lease_ms, command, known)
     except SERVER_ERRORS:
         reply = None
     if commands.lease_reply(reply).kind != "granted":  # someone else is reloading it (or the server failed)
@@ -124,7 +132,7 @@ def _refresh(ctx: Context, req: Request, value: Any, head: list[bytes], why: str
     return (yield from load)
 
 
-def _single_flight(ctx: Context, req: Request, seen: dict[str, Any]) -> Flow[Any]:
+def _single_flight(ctx: Context, req: Request, known: list[Any]) -> Flow[Any]:
     """A miss: follow another caller of this process that is loading the key, or take the lease and load, or wait
     to be told the value is there."""
     scope, stats, reader = req.scope, ctx.stats, ctx.reader
@@ -140,14 +148,14 @@ def _single_flight(ctx: Context, req: Request, seen: dict[str, Any]) -> Flow[Any
             found = yield from _reread(ctx, req, plan)
         if found is not MISSING:
             return found
-    expected = _expected(ctx, req, seen)
+    expected = known
     listening = False
     while True:
         token = new_token()
         since = time.monotonic()
         command = commands.acquire(ctx.space, req.key, token, lease_ms, tag_tokens=req.tokens, expected=expected)
         try:
-            snapshot, reply = yield _acquire(req, plan, lease_ms, command)
+            snapshot, reply = yield from _lease(ctx, req, plan, lease_ms, command, expected)
         except SERVER_ERRORS:
             return (yield from _load(ctx, req, None))
         lease = commands.lease_reply(reply)
@@ -218,19 +226,22 @@ def _load(ctx: Context, req: Request, token: str | None, *, lease_ms: int = 0, s
         if token:  # too large to cache: let the waiters load for themselves rather than wait
             yield from _release(ctx, req, token, skip=True)
         return value
-    fresh = commands.fresh_value()
-    stamped = [fresh if s is None else s for s in stamps] if stamps else [fresh] * len(plan.counters)
+    if not stamps or None in stamps:  # a counter nobody saw: stamped with the value its creation will give it
+        fresh = commands.fresh_value()
+        stamped = [fresh if s is None else s for s in stamps] if stamps else [fresh] * len(plan.counters)
+    else:
+        fresh, stamped = "", list(stamps)
     grace_ms = int(req.protection.stale_ttl * 1000)
-    command = ctx.writer.command(
-        plan, encoded, stamped, fresh, grace_ms=grace_ms, load_ms=int(seconds * 1000), token=token or ""
+    load_ms, token = int(seconds * 1000), token or ""
+    write = ctx.writer.command(
+        plan, encoded, stamped, fresh, verify=bool(token), grace_ms=grace_ms, load_ms=load_ms, token=token
     )
     sent_at = time.monotonic()
     try:
-        reply = yield Send(command, scope)
+        reply = yield Send(write.command, scope)
     except SERVER_ERRORS:
         return value
-    result = ctx.writer.result(reply, stamped)
-    ctx.writer.memo.learn(plan.counters, result.current)
+    result = ctx.writer.result(write, reply, plan, sent_at)
     ctx.stats.add(scope, "sets" if result.stored else "refused_writes")
     if result.stored and token:
         yield Share(plan.entry, encoded.payload, sent_at)

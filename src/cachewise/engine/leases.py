@@ -19,17 +19,16 @@ The keeper itself does no I/O: it is given the function that extends a list of l
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from ..forks import reset_in_child
 from .steps import Hold
 
-__all__ = ["Held", "LeaseKeeper"]
+__all__ = ["Held", "Keeping", "LeaseKeeper"]
 
 
 #: Extends leases: given what :meth:`LeaseKeeper.hold` was given for each, says for each whether it was still
@@ -102,15 +101,9 @@ class LeaseKeeper:
                 self._cond.notify()  # it sleeps until a later lease's time: have it look again now
         return held
 
-    @contextlib.contextmanager
-    def keep(self, hold: Hold | None) -> Iterator[None]:
+    def keep(self, hold: Hold | None) -> Keeping:
         """Keep the lease ``hold`` names alive while the ``with`` block (a load) runs; None: nothing to keep."""
-        held = None if hold is None else self.hold(hold, hold.lease_ms, hold.budget)
-        try:
-            yield
-        finally:
-            if held is not None:
-                self.drop(held)
+        return _NOTHING if hold is None else Keeping(self, hold)
 
     def drop(self, held: Held) -> None:
         """The load ended (stored, failed or cancelled): stop extending its lease."""
@@ -171,3 +164,25 @@ class LeaseKeeper:
                         continue
                     self.extended += ours is True
                     held.due = done + held.lease_ms / 3000
+
+
+class Keeping:
+    """The ``with`` block of :meth:`LeaseKeeper.keep` (a class, not a generator: it runs on every leased miss)."""
+
+    __slots__ = ("_held", "_hold", "_keeper")
+
+    def __init__(self, keeper: LeaseKeeper | None, hold: Hold | None) -> None:
+        self._keeper = keeper
+        self._hold = hold
+        self._held: Held | None = None
+
+    def __enter__(self) -> None:
+        if self._keeper is not None and self._hold is not None:
+            self._held = self._keeper.hold(self._hold, self._hold.lease_ms, self._hold.budget)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._keeper is not None and self._held is not None:
+            self._keeper.drop(self._held)
+
+
+_NOTHING = Keeping(None, None)

@@ -8,6 +8,7 @@ Writes fail open (a server error: not stored, False).  Invalidations that do not
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -60,14 +61,17 @@ def write(
     replaces = ""
     try:
         for _ in range(2):
-            command = ctx.writer.command(
+            write = ctx.writer.command(
                 plan, encoded, stamps, fresh, grace_ms=grace_ms, version=version, write_id=write_id, replaces=replaces
             )
-            result = ctx.writer.result((yield Send(command, scope)), stamps)
-            memo.learn(plan.counters, result.current)
+            since = time.monotonic()
+            result = ctx.writer.result(write, (yield Send(write.command, scope)), plan, since)
             if result.status != 1 or not result.stale:
                 break
-            stamps, replaces = result.current, write_id
+            # Stale stamps: again with the counters' values; one found missing (evicted, or the server restarted
+            # empty) is created afresh by the next write's counters.lua.
+            stamps = [fresh if value is None else value for value in result.current]
+            replaces = write_id
     except SERVER_ERRORS:
         return False
     ctx.stats.add(scope, "sets" if result.stored else "refused_writes")

@@ -35,7 +35,7 @@ FAILED: list[bytes] = []
 class ReadPlan:
     """One read of ``key`` knowing ``tokens`` (its tags): the keys (the entry, then its counters) and the ``MGET``."""
 
-    __slots__ = ("command", "counters", "entry", "key", "keys", "tokens")
+    __slots__ = ("_counters_read", "command", "counters", "entry", "key", "keys", "tokens")
 
     def __init__(self, space: KeySpace, key: str, tokens: tuple[str, ...]) -> None:
         self.key = key
@@ -44,6 +44,14 @@ class ReadPlan:
         self.entry = self.keys[0]
         self.counters = tuple(self.keys[1:])
         self.command: Command = Command.plain("read", "MGET", *self.keys, keys=self.keys)
+        self._counters_read: Command | None = None
+
+    @property
+    def read_counters(self) -> Command:
+        """The ``MGET`` of the counters alone (built when first needed: most plans never send it)."""
+        if self._counters_read is None:
+            self._counters_read = Command.plain("counters", "MGET", *self.counters, keys=self.counters)
+        return self._counters_read
 
 
 class EntryReader:

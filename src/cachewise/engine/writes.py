@@ -1,18 +1,26 @@
 """What a write stores, without I/O: the TTL, the bytes (serialized, size-checked, signed), the stamps, the command.
 
-A write is two parts sent in one round trip: ``counters.lua`` on the entry's counters (creating the missing ones and
-keeping them alive at least as long as the entry) and ``set.lua`` on the entry (stamped with counter values the
-writer read).  A lease holder stamps its value with the counters its lease was taken under; a plain write (``set``)
-with the latest values this process saw (:class:`StampMemo`), or, for a counter it never saw, the value a missing
-counter is created with.  The counters' reply says whether the stamps were right: when one was not (another process
-bumped it since), a plain write is sent again with the right ones, and a lease holder's value is refused (it was
-loaded before an invalidation).
+A write is the entry (``set.lua``, stamped with counter values the writer read), sent in one round trip after what
+its counters need:
+
+* ``counters.lua`` (creating the missing counters and keeping them alive at least as long as the entry), unless this
+  process knows (:class:`StampMemo`) that every counter holds the stamped value and outlives the entry already;
+* else a plain ``MGET`` of them when the write must learn whether its stamps are still right (``verify``), else
+  nothing at all.
+
+A lease holder stamps its value with the counters its lease was taken under and verifies them: a value loaded
+before an invalidation is refused (not shared).  A plain write (``set``) stamps with the latest values this process
+saw, or, for a counter it never saw, the value a missing counter is created with, and verifies them: when one was
+wrong (another process bumped it since), it is sent again with the right ones.  The plain write of a read-through
+miss stamps with the values its own read saw and does not verify: a counter that moved since makes it a miss for
+every reader, as it should (the value may predate the invalidation).
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +36,7 @@ from ..transport.command import Command
 from ..ttl import TTLLike, check_jitter, resolve_ttl_ms
 from .reads import ReadPlan
 
-__all__ = ["Encoded", "EntryWriter", "StampMemo", "WriteResult"]
+__all__ = ["Encoded", "EntryWriter", "StampMemo", "Write", "WriteResult"]
 
 _MEMO_SIZE = 4096
 
@@ -57,24 +65,57 @@ class WriteResult:
 
 
 class StampMemo:
-    """The latest counter values this process saw, so that a plain write needs no read of them first."""
+    """The latest counter values this process saw, and until when each is known to live (``counters.lua`` answers
+    their remaining lives), so that a write needs no read of them first and most writes need not keep them alive."""
 
     def __init__(self) -> None:
-        self._values: dict[str, bytes] = {}
+        self._values: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
 
     def stamps(self, counters: Sequence[str], fresh: str) -> list[bytes | str]:
         """A stamp per counter: the value last seen, or ``fresh`` (what the write creates a missing counter with)."""
         values = self._values
-        return [values.get(c, fresh) for c in counters]
+        return [values[c][0] if c in values else fresh for c in counters]
 
-    def learn(self, counters: Sequence[str], values: Sequence[Any]) -> None:
+    def alive(self, counters: Sequence[str], stamps: Sequence[Any], life_ms: int) -> bool:
+        """Whether every counter is known to hold its stamp and to live ``life_ms`` more (then a write stamped so
+        need not keep them alive: each outlives the entry)."""
+        values = self._values
+        until = time.monotonic() + life_ms / 1000
+        for counter, stamp in zip(counters, stamps):
+            known = values.get(counter)
+            if known is None or known[0] != stamp or known[1] < until:
+                return False
+        return True
+
+    def learn(
+        self, counters: Sequence[str], values: Sequence[Any], lives: Sequence[Any] = (), since: float = 0.0
+    ) -> None:
+        """The counters held ``values`` (and, from ``counters.lua``, had ``lives`` ms left when asked at ``since``, a
+        ``time.monotonic()``).  A value learned without its life is not known to live: a bump keeps a counter's
+        life, but a counter deleted and created again has a life this process did not see."""
+        values_now = self._values
         with self._lock:
-            if len(self._values) >= _MEMO_SIZE:
-                self._values.clear()
-            for counter, value in zip(counters, values):
-                if isinstance(value, bytes):
-                    self._values[counter] = value
+            if len(values_now) >= _MEMO_SIZE:
+                values_now.clear()
+            for i, (counter, value) in enumerate(zip(counters, values)):
+                if not isinstance(value, bytes):
+                    continue
+                if i < len(lives):
+                    values_now[counter] = (value, since + int(lives[i]) / 1000)
+                else:
+                    known = values_now.get(counter)
+                    values_now[counter] = (value, known[1] if known is not None and known[0] == value else 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """A write ready to send: its command, and what its first part is (``"keep"``: ``counters.lua``, ``"read"``: an
+    ``MGET`` of the counters, ``""``: none, the entry alone)."""
+
+    command: Command
+    counters: str
+    stamps: tuple[bytes | str, ...]
 
 
 class EntryWriter:
@@ -136,18 +177,20 @@ class EntryWriter:
         self,
         plan: ReadPlan,
         encoded: Encoded,
-        stamps: Sequence[bytes | str | None],
+        stamps: Sequence[bytes | str],
         fresh: str,
         *,
+        verify: bool = True,
         grace_ms: int = 0,
         load_ms: int = 0,
         token: str = "",
         version: int | None = None,
         write_id: str = "",
         replaces: str = "",
-    ) -> Command:
-        """The two parts of a write of ``plan.key``: the counters kept alive (created with ``fresh`` when missing),
-        then the entry stamped with ``stamps``."""
+    ) -> Write:
+        """The write of ``plan.key`` stamped with ``stamps``, after what its counters need (see the module's
+        docstring): kept alive (a missing one created with ``fresh``, or a new value when ``fresh`` is ``""``), read
+        (``verify``), or nothing."""
         life = encoded.ttl_ms + grace_ms
         entry = commands.write(
             self.space,
@@ -164,11 +207,25 @@ class EntryWriter:
             write_id=write_id,
             replaces=replaces,
         )
-        return Command.join("write", [commands.counters(plan.counters, life, fresh), entry])
+        if not self.memo.alive(plan.counters, stamps, life):
+            first, kind = commands.counters(plan.counters, life, fresh or commands.fresh_value()), "keep"
+        elif verify:
+            first, kind = plan.read_counters, "read"
+        else:
+            return Write(entry, "", tuple(stamps))
+        return Write(Command.join("write", [first, entry]), kind, tuple(stamps))
 
-    @staticmethod
-    def result(reply: list[Any], stamps: Sequence[bytes | str | None]) -> WriteResult:
-        """What the replies of :meth:`command` say (``stamps``: those it was built with)."""
-        current = tuple(reply[0])
-        wanted = [s.encode() if isinstance(s, str) else s for s in stamps]
+    def result(self, write: Write, reply: Any, plan: ReadPlan, since: float) -> WriteResult:
+        """What the replies of ``write`` (sent at ``since``, a ``time.monotonic()``) say; the counters' values
+        and lives it learned go into :attr:`memo`."""
+        wanted = [s.encode() if isinstance(s, str) else s for s in write.stamps]
+        if write.counters == "":
+            return WriteResult(int(reply), tuple(wanted), False)
+        if write.counters == "keep":
+            values, lives = reply[0]
+            self.memo.learn(plan.counters, values, lives, since)
+        else:
+            values = reply[0]
+            self.memo.learn(plan.counters, values)
+        current = tuple(values)
         return WriteResult(int(reply[1]), current, list(current) != wanted)

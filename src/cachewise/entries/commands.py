@@ -16,7 +16,7 @@ client's read and the write makes the write a miss for every reader: it can wast
 
 from __future__ import annotations
 
-import secrets
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,8 +85,10 @@ def read(space: KeySpace, key: str, tag_tokens: tuple[str, ...] = ()) -> Command
 
 def fresh_value() -> str:
     """The value of a counter created now: 52 random bits, so no earlier incarnation of it can have had it (an
-    entry stamped with an old value then never becomes valid again)."""
-    return str(secrets.randbits(52))
+    entry stamped with an old value then never becomes valid again).  Unpredictability is not needed (only a
+    client with write access could use it, and it could bump the counter anyway), so this is ``random``'s generator,
+    not an ``os.urandom`` system call per write; ``random`` reseeds it in a forked child."""
+    return str(random.getrandbits(52))
 
 
 def counters(keys: Sequence[str], life_ms: int, fresh: str) -> Command:
