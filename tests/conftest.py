@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from cachewise import Cache
+from cachewise.server.cluster import EmbeddedCluster
 from cachewise.server.embedded import EmbeddedServer
 from tests.modes import MODES, Mode
 
@@ -30,6 +31,17 @@ SYSTEM_REDIS = os.environ.get("CACHEWISE_TEST_REDIS", "redis://127.0.0.1:6379/0"
 SYSTEM_POSTGRES = os.environ.get("CACHEWISE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SERVER_KINDS = ("embedded", "redis")
+
+
+def client_for(url: str) -> redis.Redis:
+    """A plain redis-py client of ``url``: ``redis.Redis``, or ``RedisCluster`` for a cluster URL (it routes by slot,
+    scans every primary and splits multi-key deletes)."""
+    if url.startswith("redis+cluster://"):
+        from redis.cluster import ClusterNode, RedisCluster
+
+        seeds = [item.rsplit(":", 1) for item in url.split("://", 1)[1].split(",")]
+        return RedisCluster(startup_nodes=[ClusterNode(h, int(p)) for h, p in seeds])  # type: ignore[return-value]
+    return redis.Redis.from_url(url)
 
 
 def _reachable(url: str) -> str | None:
@@ -61,16 +73,23 @@ def redis_url() -> str:
     return SYSTEM_REDIS
 
 
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    """A local Redis Cluster (3 primaries, 3 replicas) from the embedded binary, started once per session."""
+    with EmbeddedCluster() as cluster:
+        yield cluster.url
+
+
 @pytest.fixture(params=SERVER_KINDS, scope="session")
 def server_url(request: pytest.FixtureRequest) -> str:
-    """A real server's URL: once the embedded Valkey, once the system Redis."""
+    """A real server's URL: once the embedded Valkey, once the system Redis (the cluster: tests/test_cluster.py)."""
     url: str = request.getfixturevalue(f"{request.param}_url")
     return url
 
 
 def keys_without_ttl(url: str, namespace: str) -> list[str]:
     """Keys of ``namespace`` on the server that would live forever."""
-    client = redis.Redis.from_url(url)
+    client = client_for(url)
     try:
         return [k.decode() for k in client.scan_iter(match=f"{namespace}:*", count=1000) if client.pttl(k) < 0]
     finally:
@@ -78,7 +97,7 @@ def keys_without_ttl(url: str, namespace: str) -> list[str]:
 
 
 def drop_namespace(url: str, namespace: str) -> None:
-    client = redis.Redis.from_url(url)
+    client = client_for(url)
     try:
         keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
         if keys:
@@ -111,7 +130,7 @@ def cache(server_url: str, unique_namespace: str) -> Iterator[Cache]:
 @pytest.fixture
 def raw(server_url: str) -> Iterator[redis.Redis]:
     """A plain redis-py client on the same server, to look at what cachewise stored."""
-    client = redis.Redis.from_url(server_url)
+    client = client_for(server_url)
     yield client
     client.close()
 

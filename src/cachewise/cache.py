@@ -27,7 +27,7 @@ from .serializers import Serializer
 from .settings import CacheSettings
 from .signing import Signer
 from .stats import CacheStats, StatsRegistry
-from .transport.connection import Connection
+from .transport.connect import connect
 from .transport.urls import redact
 from .ttl import TTLLike
 
@@ -97,7 +97,7 @@ class Cache:
         self.protection = protection
         stats, errors = StatsRegistry(namespace), ErrorLog()
         self._stats = stats
-        self.connection = Connection(url, settings.client())
+        self.connection = connect(url, settings.client())
         #: What components built on this cache (rate limiter, sessions, feature store, yours) report through.
         self.report = Reporter(stats, errors, self.connection.breaker)
         #: The one guarded path to the server: components built on this cache send their commands through it.

@@ -29,9 +29,10 @@ from redis.exceptions import NoScriptError, ResponseError
 from .failures import SERVER_ERRORS, CircuitOpen
 from .report import Reporter
 from .stats import Counters
+from .transport.cluster import ClusterConnection
 from .transport.command import Command
-from .transport.connection import Connection
-from .transport.stream import Stream
+from .transport.connect import AnyConnection
+from .transport.stream import ClusterStream, Stream
 
 __all__ = ["Executor", "Failed"]
 
@@ -56,7 +57,7 @@ class Executor:
 
     __slots__ = ("_connection", "_report", "_roundtrip", "breaker")
 
-    def __init__(self, connection: Connection, report: Reporter) -> None:
+    def __init__(self, connection: AnyConnection, report: Reporter) -> None:
         self._connection = connection
         self._report = report
         self._roundtrip = report.roundtrip
@@ -64,7 +65,7 @@ class Executor:
         self.breaker = connection.breaker
 
     @property
-    def connection(self) -> Connection:
+    def connection(self) -> AnyConnection:
         return self._connection
 
     # -- the two shells: everything but the send is shared ----------------------------------------------------
@@ -74,10 +75,10 @@ class Executor:
             return self._skipped(command, scope)
         started = time.perf_counter()
         try:
-            replies = self._connection.pipelined(command.payload, command.count)
+            replies = self._connection.send(command)
             again = _noscript(command, replies) if command.scripted else None
             if again is not None:
-                _merge(replies, again, self._connection.pipelined(again.payload, again.count))
+                _merge(replies, again, self._connection.send(again.command))
         except SERVER_ERRORS as exc:
             return self._failed(command, exc, scope, started)
         return self._answered(command, replies, scope, started)
@@ -88,10 +89,10 @@ class Executor:
             return self._skipped(command, scope)
         started = time.perf_counter()
         try:
-            replies = await self._connection.apipelined(command.payload, command.count)
+            replies = await self._connection.asend(command)
             again = _noscript(command, replies) if command.scripted else None
             if again is not None:
-                _merge(replies, again, await self._connection.apipelined(again.payload, again.count))
+                _merge(replies, again, await self._connection.asend(again.command))
         except SERVER_ERRORS as exc:
             return self._failed(command, exc, scope, started)
         return self._answered(command, replies, scope, started)
@@ -110,11 +111,13 @@ class Executor:
             raise reply.error
         return reply
 
-    def stream(self, reply_timeout: float) -> Stream:
+    def stream(self, reply_timeout: float) -> Stream | ClusterStream:
         """A dedicated connection for a batch job (its replies read later, in order; see
         :class:`~cachewise.transport.stream.Stream`).  A batch job raises when the server fails rather than failing
         open, so the breaker is not asked: its caller must know that nothing was written."""
         connection = self._connection
+        if isinstance(connection, ClusterConnection):
+            return ClusterStream(connection)
         return Stream(connection.target, connection.options.pool_kwargs(), reply_timeout)
 
     # -- shared steps (no I/O) ----------------------------------------------------------------------------------
@@ -149,17 +152,26 @@ class Executor:
 
 
 class _Again:
-    """The parts of a command to send once more after ``NOSCRIPT``, behind the loads of their scripts."""
+    """The parts of a command to send once more after ``NOSCRIPT``, behind the loads of their scripts (each load
+    declares the keys of a part that runs it, so that a Cluster loads it on that part's node)."""
 
-    __slots__ = ("count", "indexes", "loads", "payload")
+    __slots__ = ("command", "count", "indexes", "loads")
 
     def __init__(self, command: Command, indexes: list[int]) -> None:
-        scripts = list(dict.fromkeys(command.scripts[i] for i in indexes))
-        loads = [s.load for s in scripts if s is not None]
+        first: dict[Any, int] = {}
+        for i in indexes:
+            if command.scripts[i] is not None:
+                first.setdefault(command.scripts[i], i)
         self.indexes = indexes
-        self.loads = len(loads)
-        self.payload = b"".join([*loads, *(command.parts[i] for i in indexes)])
-        self.count = len(loads) + len(indexes)
+        self.loads = len(first)
+        self.command = Command(
+            command.name,
+            [*(s.load for s in first), *(command.parts[i] for i in indexes)],
+            [*(command.keys[i] for i in first.values()), *(command.keys[i] for i in indexes)],
+            [*(None for _ in first), *(command.scripts[i] for i in indexes)],
+            strict=False,
+        )
+        self.count = self.command.count
 
 
 def _noscript(command: Command, replies: list[Any]) -> _Again | None:

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 
 from cachewise.breaker import CircuitBreaker
-from cachewise.entries import commands
-from cachewise.engine.context import Context, Request
 from cachewise.engine import ops
+from cachewise.engine.context import Context, Request
 from cachewise.engine.flows import after_read, first_read
 from cachewise.engine.reads import FAILED, EntryReader
 from cachewise.engine.stampede import Protection
 from cachewise.engine.steps import FOLLOW, LEAD, Hold, Joined, Listen, Load, Share, Spawn, Wait
 from cachewise.engine.writes import EntryWriter
+from cachewise.entries import commands
 from cachewise.executor import Failed
 from cachewise.failures import ErrorLog
 from cachewise.keyspace import KeySpace

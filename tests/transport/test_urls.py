@@ -35,3 +35,25 @@ def test_redact() -> None:
     with pytest.raises(ConfigurationError) as info:
         parse_url("mysql://root:pa55@db/x")
     assert "pa55" not in str(info.value)
+
+
+def test_cluster_urls_list_their_seeds_and_credentials() -> None:
+    address = parse_url("redis+cluster://app:p%40ss@10.0.0.1:7000,10.0.0.2:7001/")
+    assert address.cluster and address.seeds == (("10.0.0.1", 7000), ("10.0.0.2", 7001))
+    assert address.params == {"username": "app", "password": "p@ss"}
+    assert "p%40ss" not in repr(address)
+    assert parse_url("rediss+cluster://h:7000").params == {"ssl": True}
+    assert parse_url("embedded+cluster://").cluster
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis+cluster://h:7000/1", "only database 0"),
+        ("redis+cluster://h", "host:port"),
+        ("redis+cluster://:1", "host"),
+    ],
+)
+def test_bad_cluster_urls_say_what_is_wrong(url: str, says: str) -> None:
+    with pytest.raises(ConfigurationError, match=says):
+        parse_url(url)

@@ -55,7 +55,7 @@ SET = Script.beside(__package__ or __name__, "set.lua", prelude=_PRELUDE)
 EXTEND = Script.beside(__package__ or __name__, "extend.lua", prelude=_PRELUDE)
 RELEASE = Script.beside(__package__ or __name__, "release.lua", prelude=_PRELUDE)
 DELETE = Script.beside(__package__ or __name__, "delete.lua")
-COUNTERS = Script.beside(__package__ or __name__, "counters.lua")
+COUNTERS = Script.beside(__package__ or __name__, "counters.lua", per_key="columns")
 BUMP = Script.beside(__package__ or __name__, "bump.lua")
 
 #: A counter value as a stamp: bytes as the server answered, a str we chose, or None (the counter was missing).

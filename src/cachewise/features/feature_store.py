@@ -34,7 +34,7 @@ from ..errors import ConfigurationError
 from ..executor import Failed
 from ..transport.command import Command
 from ..transport.scripts import Script
-from ..transport.stream import Stream
+from ..transport.stream import ClusterStream, Stream
 from ..ttl import to_seconds
 from .codec import UPDATED_AT, BatchEncoder, age, from_fields, from_hash, read_commands
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["UPDATED_AT", "FeatureStore", "MaterializeSummary"]
 
-_MATERIALIZE = Script.beside(__package__ or "cachewise.features", "materialize.lua")
+_MATERIALIZE = Script.beside(__package__ or "cachewise.features", "materialize.lua", per_key="sum")
 #: Sent before every batch in the same write, so the batch's EVALSHA finds the script even after a server restart.
 _LOAD_SCRIPT = _MATERIALIZE.load
 
@@ -212,7 +212,7 @@ class FeatureStore:
         return MaterializeSummary(rows=done, seconds=time.perf_counter() - started, batches=batches)
 
     @staticmethod
-    def _send_batch(stream: Stream, payload: bytes, rows: int) -> int:
+    def _send_batch(stream: Stream | ClusterStream, payload: bytes, rows: int) -> int:
         """Send one encoded batch (one atomic, idempotent script call) without reading its reply; the rows sent.
 
         ``SCRIPT LOAD`` goes first in the same write, so the ``EVALSHA`` behind it finds the script even on a server
@@ -222,7 +222,7 @@ class FeatureStore:
         return rows
 
     @staticmethod
-    def _await_batch(stream: Stream, rows: int) -> int:
+    def _await_batch(stream: Stream | ClusterStream, rows: int) -> int:
         """Read the replies of the batch sent last; raises the server's error if it was not written."""
         stream.receive()  # the SHA of SCRIPT LOAD
         written = stream.receive()

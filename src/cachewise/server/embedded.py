@@ -94,8 +94,11 @@ class EmbeddedServer:
         maxmemory: str = DEFAULT_MAXMEMORY,
         start_timeout: float = 10.0,
         extra_args: tuple[str, ...] = (),
+        port: int = 0,
     ) -> None:
         self._requested_dir = None if directory is None else str(directory)
+        #: A TCP port on 127.0.0.1 to listen on as well as the socket (0: none; a cluster node needs one).
+        self.port = port
         self._binary = binary
         self.maxmemory = maxmemory
         self.start_timeout = start_timeout
@@ -169,7 +172,8 @@ class EmbeddedServer:
         logfile = os.path.join(directory, "server.log")
         args = [
             binary,
-            "--port", "0",
+            "--port", str(self.port),
+            *(("--bind", "127.0.0.1") if self.port else ()),
             "--unixsocket", sock,
             "--unixsocketperm", "700",
             "--dir", directory,

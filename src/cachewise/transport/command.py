@@ -26,7 +26,7 @@ class Command:
     otherwise error replies stay in place in the list of replies (a per-entity error in a batch read).
     """
 
-    __slots__ = ("count", "keys", "name", "parts", "payload", "scripted", "scripts", "strict")
+    __slots__ = ("count", "keys", "name", "parts", "payload", "route", "scripted", "scripts", "strict")
 
     def __init__(
         self,
@@ -48,6 +48,9 @@ class Command:
         self.strict = strict
         #: Whether any part calls a script (only those can meet ``NOSCRIPT``).
         self.scripted = any(self.scripts)
+        #: Where a Cluster sends the parts (:class:`~cachewise.transport.routes.Route`), kept by the cluster
+        #: transport for a command sent again (a memoised read).
+        self.route: Any = None
 
     # -- builders -------------------------------------------------------------------------------------------------
     @classmethod

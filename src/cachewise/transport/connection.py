@@ -186,6 +186,14 @@ class Connection:
         """The URL actually connected to (for ``embedded://``, the embedded server's socket)."""
         return self._target
 
+    def send(self, command: Any) -> list[Any]:
+        """Every part of ``command`` (a :class:`~cachewise.transport.command.Command`) in one write: the replies."""
+        return self.pipelined(command.payload, command.count)
+
+    async def asend(self, command: Any) -> list[Any]:
+        """Async :meth:`send`."""
+        return await self.apipelined(command.payload, command.count)
+
     def pipelined(self, payload: bytes, count: int) -> list[Any]:
         """Send ``count`` commands already encoded in the protocol (see :mod:`cachewise.transport.resp`) as one write on
         one pooled connection and read their raw replies (no reply callbacks: ``HGETALL`` gives a flat list under

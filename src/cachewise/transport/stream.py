@@ -9,12 +9,14 @@ cache's server with the cache's options but its own reply timeout.  It is opened
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import hashlib
 from typing import Any
 
 import redis
 
-__all__ = ["Stream"]
+__all__ = ["ClusterStream", "Stream"]
 
 
 class Stream:
@@ -59,6 +61,47 @@ class Stream:
             self._pool.disconnect()
 
     def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self.close(broken=exc_type is not None)
+
+
+class ClusterStream:
+    """:class:`Stream` on a Cluster: each command is routed by slot (split where its keys span slots) and sent with
+    the cluster transport's long-lived connections, its reply kept for :meth:`receive`.  The commands are not
+    overlapped with the encoding of the next batch as on one server; every node works on its share in parallel."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+        self._replies: collections.deque[Any] = collections.deque()
+
+    def send(self, *payloads: bytes) -> None:
+        from .command import Command
+        from .routes import _args
+        from .scripts import known_script
+
+        for payload in payloads:
+            args = _args(payload)
+            name = args[0].upper()
+            if name == b"SCRIPT":  # each node loads the scripts it is sent (NOSCRIPT is followed per node)
+                self._replies.append(hashlib.sha1(args[2]).hexdigest().encode())
+                continue
+            script = known_script(args[1].decode()) if name == b"EVALSHA" else None
+            keys = [k.decode() for k in args[3 : 3 + int(args[2])]] if name == b"EVALSHA" else []
+            command = Command("stream", [payload], [tuple(keys)], [script], strict=False)
+            self._replies.append(self._connection.send(command)[0])
+
+    def receive(self) -> Any:
+        reply = self._replies.popleft()
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def close(self, *, broken: bool = False) -> None:
+        self._replies.clear()
+
+    def __enter__(self) -> ClusterStream:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:

@@ -3,6 +3,9 @@
 * ``embedded://`` — a private Valkey started by cachewise in a temporary directory (the default);
   ``embedded:///some/dir`` — one kept in ``some/dir``, shared with other local processes using the same URL.
 * ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path/to.sock?db=0``.
+* ``redis+cluster://[user:password@]host:port[,host:port...]`` and ``rediss+cluster://`` — a Redis/Valkey Cluster
+  (the seed nodes; the rest of the topology is discovered); ``embedded+cluster://`` — a private local cluster
+  (3 primaries, 3 replicas) started from the embedded binary.
 
 ``CACHEWISE_URL`` is used when code passes no URL.
 """
@@ -11,7 +14,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
 
@@ -19,7 +23,7 @@ __all__ = ["DEFAULT_URL", "ENV_VAR", "ServerAddress", "parse_url", "redact"]
 
 ENV_VAR = "CACHEWISE_URL"
 DEFAULT_URL = "embedded://"
-_SCHEMES = ("embedded", "redis", "rediss", "unix")
+_SCHEMES = ("embedded", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "embedded+cluster")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,17 @@ class ServerAddress:
     scheme: str
     #: For ``embedded://``: the directory to keep the server in (None: a private temporary one).
     directory: str | None = None
+    #: For a cluster URL: the seed nodes, and the client options the URL gives (username, password, ssl).
+    seeds: tuple[tuple[str, int], ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def cluster(self) -> bool:
+        return self.scheme.endswith("+cluster")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.options)
 
     @property
     def embedded(self) -> bool:
@@ -52,6 +67,10 @@ def parse_url(url: str | None) -> ServerAddress:
             f"cannot use server URL {redact(url)!r}: the scheme must be one of "
             + ", ".join(f"{s}://" for s in _SCHEMES)
         )
+    if scheme == "embedded+cluster":
+        return ServerAddress(url=url, scheme=scheme)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        return _cluster_address(url, scheme)
     if scheme == "embedded":
         directory = (parts.netloc + parts.path) or None
         if parts.netloc and not parts.path:
@@ -71,6 +90,40 @@ def parse_url(url: str | None) -> ServerAddress:
     if scheme == "unix" and not parts.path:
         raise ConfigurationError(f"server URL {redact(url)!r} has no socket path: e.g. unix:///run/redis.sock")
     return ServerAddress(url=url, scheme=scheme)
+
+
+def _cluster_address(url: str, scheme: str) -> ServerAddress:
+    """``redis+cluster://[user:password@]host:port[,host:port...][?param=value]``."""
+    rest = url.split("://", 1)[1]
+    rest, _, query = rest.partition("?")
+    rest = rest.rstrip("/")
+    if "/" in rest:
+        raise ConfigurationError(
+            f"cluster URL {redact(url)!r} names a database: a Redis Cluster has only database 0, drop the '/...'"
+        )
+    userinfo, _, hosts = rest.rpartition("@")
+    options: list[tuple[str, Any]] = []
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        if user:
+            options.append(("username", unquote(user)))
+        if password:
+            options.append(("password", unquote(password)))
+    for key, value in parse_qsl(query):
+        if key in ("password", "username"):
+            options.append((key, value))
+    if scheme == "rediss+cluster":
+        options.append(("ssl", True))
+    seeds = []
+    for item in hosts.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigurationError(
+                f"cluster URL {redact(url)!r}: each seed must be host:port, e.g. "
+                "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
+            )
+        seeds.append((host.strip("[]"), int(port)))
+    return ServerAddress(url=url, scheme=scheme, seeds=tuple(seeds), options=tuple(options))
 
 
 _SECRET_PARAMS = ("password", "pass", "pwd", "auth", "ssl_password", "token")

@@ -1,0 +1,107 @@
+"""The cache on a real local Redis Cluster (3 primaries, 3 replicas, from the embedded binary, started once per
+session): reads and writes routed by slot, a namespace spread over every primary, O(1) invalidation, single flight.
+
+The whole contract suite does not run on the cluster yet (see CHANGELOG.md: which parts are still one-server only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from cachewise import Cache
+from tests.conftest import client_for, keys_without_ttl
+
+
+@pytest.fixture
+def ccache(cluster_url: str, unique_namespace: str) -> Iterator[Cache]:
+    with Cache(cluster_url, namespace=unique_namespace) as cache:
+        yield cache
+    try:
+        assert not keys_without_ttl(cluster_url, unique_namespace)
+    finally:
+        client = client_for(cluster_url)
+        keys = list(client.scan_iter(match=f"{unique_namespace}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def test_a_namespace_spreads_over_every_primary_and_one_incr_invalidates_it(ccache: Cache, cluster_url: str) -> None:
+    for i in range(3000):
+        assert ccache.set(f"p:{i}", i, ttl=60)
+    client = client_for(cluster_url)
+    pattern = f"{ccache.keyspace.namespace}:p:*"
+    shares = [
+        sum(1 for _ in node.redis_connection.scan_iter(match=pattern, count=1000)) / 3000
+        for node in client.get_primaries()
+    ]
+    client.close()
+    assert len(shares) == 3 and all(0.25 <= s <= 0.42 for s in shares), shares
+    assert ccache.get("p:7") == 7
+    assert ccache.bump_version("p") == 1  # one INCR, whatever the number of keys
+    assert all(ccache.get(f"p:{i}") is None for i in range(0, 3000, 97))
+    assert ccache.stats().total.errors == 0
+
+
+def test_tags_versions_and_deletes_route_by_slot(ccache: Cache) -> None:
+    ccache.set("t:1", "v", ttl=60, tags=("a", "b"))
+    assert ccache.get("t:1", tags=("a", "b")) == "v" and ccache.get("t:1") == "v"  # the second: a recheck read
+    assert ccache.invalidate_tags("a") == 1
+    assert ccache.get("t:1", tags=("a", "b")) is None
+    ccache.set("d:1", 1, ttl=60)
+    assert ccache.delete("d:1") is True and ccache.get("d:1") is None
+
+
+def test_get_or_set_sync_and_async_load_once(ccache: Cache) -> None:
+    calls: list[int] = []
+
+    def load() -> str:
+        calls.append(1)
+        return "loaded"
+
+    assert ccache.get_or_set("x:1", load, ttl=60) == "loaded" == ccache.get_or_set("x:1", load, ttl=60)
+
+    async def main() -> tuple[object, object]:
+        return await ccache.aget_or_set("y:1", load, ttl=60), await ccache.aget("y:1")
+
+    assert asyncio.run(main()) == ("loaded", "loaded")
+    assert len(calls) == 2
+
+
+def test_50_threads_on_a_cold_key_load_it_once(ccache: Cache) -> None:
+    calls: list[int] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(50)
+
+    def load() -> str:
+        with lock:
+            calls.append(1)
+        return "v"
+
+    results: list[object] = []
+
+    def call() -> None:
+        barrier.wait()
+        results.append(ccache.get_or_set("cold:1", load, ttl=60))
+
+    threads = [threading.Thread(target=call) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    total = ccache.stats().total
+    assert results == ["v"] * 50, results
+    assert len(calls) == 1, f"{len(calls)} loads ({total.errors} errors, {total.wait_timeouts} wait timeouts)"
+
+
+def test_embedded_cluster_url_starts_a_private_cluster_and_stops_it() -> None:
+    with Cache("embedded+cluster://", namespace="cwtest-embedded-cluster") as cache:
+        cluster = cache.connection.server
+        assert cluster is not None and len(cluster.nodes) == 6
+        assert cache.set("k", 1, ttl=30) and cache.get("k") == 1
+        processes = [node.process for node in cluster.nodes]
+    assert all(p is not None and p.poll() is not None for p in processes)  # no orphan servers
