@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..breaker import CircuitBreaker
 from .command import Command
+from .connection import aread_replies, read_replies
 from .notify import FillNotifier
 from .routes import Piece, Route, merge, route
 from .urls import ServerAddress, redact
@@ -134,7 +135,7 @@ class ClusterConnection:
                 conn.send_packed_command([piece.payload])
             answers = []
             for (_, conn), piece in zip(taken, pieces):
-                answers.append(_read(conn, piece.count))
+                answers.append(read_replies(conn, piece.count))
             return answers
         except (RedisConnectionError, RedisTimeoutError, OSError):
             self._node_failed()
@@ -214,7 +215,7 @@ class ClusterConnection:
                 await conn.send_packed_command([piece.payload])
             answers = []
             for (_, conn), piece in zip(taken, pieces):
-                answers.append(await _aread(conn, piece.count))
+                answers.append(await aread_replies(conn, piece.count))
             for name, conn in taken:
                 idle[name].append(conn)
             return answers
@@ -286,23 +287,3 @@ class ClusterConnection:
 
     def __repr__(self) -> str:
         return f"ClusterConnection({redact(self.address.url)!r})"
-
-
-def _read(conn: Any, count: int) -> list[Any]:
-    replies: list[Any] = []
-    for _ in range(count):
-        try:
-            replies.append(conn.read_response())
-        except ResponseError as exc:
-            replies.append(exc)
-    return replies
-
-
-async def _aread(conn: Any, count: int) -> list[Any]:
-    replies: list[Any] = []
-    for _ in range(count):
-        try:
-            replies.append(await conn.read_response())
-        except ResponseError as exc:
-            replies.append(exc)
-    return replies

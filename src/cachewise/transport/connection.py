@@ -30,7 +30,30 @@ from .notify import FillNotifier
 from .pool import LeanPool
 from .urls import ServerAddress, parse_url, redact
 
-__all__ = ["ClientOptions", "Connection"]
+__all__ = ["ClientOptions", "Connection", "aread_replies", "read_replies"]
+
+
+def read_replies(conn: Any, count: int, into: list[Any] | None = None) -> list[Any]:
+    """Read ``count`` raw replies from ``conn`` (appended to ``into``): an error reply takes its command's place as
+    a ``ResponseError`` (consumed, so the next reply is next on the wire), it is not raised."""
+    replies = [] if into is None else into
+    for _ in range(count):
+        try:
+            replies.append(conn.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
+    return replies
+
+
+async def aread_replies(conn: Any, count: int, into: list[Any] | None = None) -> list[Any]:
+    """Async :func:`read_replies`."""
+    replies = [] if into is None else into
+    for _ in range(count):
+        try:
+            replies.append(await conn.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
+    return replies
 
 
 @dataclass(frozen=True)
@@ -212,11 +235,7 @@ class Connection:
             replies: list[Any] = []
             try:
                 conn.send_packed_command([payload])
-                for _ in range(count):
-                    try:
-                        replies.append(conn.read_response())
-                    except ResponseError as exc:  # consumed: the next reply is next on the wire
-                        replies.append(exc)
+                read_replies(conn, count, replies)
                 return replies
             except RedisConnectionError:
                 conn.disconnect()
@@ -238,11 +257,7 @@ class Connection:
                 replies: list[Any] = []
                 try:
                     await conn.send_packed_command([payload])
-                    for _ in range(count):
-                        try:
-                            replies.append(await conn.read_response())
-                        except ResponseError as exc:
-                            replies.append(exc)
+                    await aread_replies(conn, count, replies)
                     return replies
                 except RedisConnectionError:
                     await conn.disconnect()

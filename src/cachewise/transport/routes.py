@@ -40,6 +40,9 @@ class Piece:
     def add(self, part: bytes, target: tuple[int, tuple[int, ...] | None]) -> None:
         self.parts.append(part)
         self.targets.append(target)
+
+    def seal(self) -> None:
+        """Join the parts into the payload, once every part is added (not per part: a batch may have thousands)."""
         self.payload = b"".join(self.parts)
         self.count = len(self.parts)
 
@@ -120,6 +123,8 @@ def route(command: Command, epoch: int, node_of: Callable[[int], Any], default: 
                 per_slot.setdefault(slots[position], []).append(position)
             for chosen in per_slot.values():
                 piece(node).add(build([keys[p] for p in chosen]), (index, tuple(chosen)))
+    for each in plan.pieces:
+        each.seal()
     return plan
 
 
