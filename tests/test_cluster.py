@@ -72,11 +72,6 @@ def test_get_or_set_sync_and_async_load_once(ccache: Cache) -> None:
     assert len(calls) == 2
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, issue 12: on a fresh cluster 2 loads sometimes happen (0 errors, 0 wait timeouts); the "
-    "counters part and the lease run in parallel on different nodes, so a waiter may see stamps the leader did not",
-)
 def test_50_threads_on_a_cold_key_load_it_once(ccache: Cache) -> None:
     calls: list[int] = []
     lock = threading.Lock()

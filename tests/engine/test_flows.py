@@ -143,10 +143,32 @@ def test_the_value_is_stamped_with_the_counters_the_lease_was_taken_under() -> N
     req = request(ctx)
     script = Script(after_read(ctx, req, miss(ctx, req, seen=(None, None))))  # cold counters
     script.reply(LEAD)
-    script.reply(granted(snapshot=(b"new1", b"new2")))  # counters.lua created them
+    assert script.expect(Send, "counters").command.count == 1  # their values first, the lease stamped with them
+    script.reply(counted((b"new1", b"new2")))  # counters.lua created them
+    acquire = script.expect(Send, "acquire")
+    assert b"new1" in acquire.command.payload and b"new2" in acquire.command.payload
+    script.reply(granted(snapshot=(b"new1", b"new2")))
     assert script.expect(Load).hold.stamps == (b"new1", b"new2")
     write = script.reply("v")
     assert b"new1" in write.command.payload and b"new2" in write.command.payload
+
+
+def test_a_cold_miss_takes_an_entry_stored_meanwhile_under_the_counters_it_finds() -> None:
+    """The read found no counters (a cold namespace) while another caller created them, loaded and stored: the
+    lease request carries the counters' values now, so that entry is taken as filled, not loaded a second time."""
+    ctx = context()
+    req = request(ctx)
+    script = Script(after_read(ctx, req, miss(ctx, req, seen=(None, None))))
+    script.reply(LEAD)
+    script.reply(counted(life=10_000_000))  # created by the other caller: they hold V, and live long
+    acquire = script.expect(Send, "acquire")
+    assert acquire.command.count == 1  # the memo knows them now: the lease request goes alone
+    assert acquire.command.payload.count(V) >= 2
+    raw = entry_bytes(b'"theirs"', written_ms=int(time.time() * 1000), ttl_ms=60_000)
+    share = script.reply(raw)  # acquire.lua: the entry is valid under the expected stamps
+    assert type(share) is Share and share.payload == b'"theirs"'
+    assert script.reply(None) is None and script.result == "theirs"
+    assert "loads" not in counts(ctx)
 
 
 def test_a_write_the_counters_moved_under_is_refused_and_not_shared() -> None:

@@ -107,6 +107,15 @@ def _lease(ctx: Context, req: Request, plan: ReadPlan, lease_ms: int, command: C
     return tuple(values), reply
 
 
+def _counters(ctx: Context, req: Request, plan: ReadPlan, lease_ms: int) -> Flow[list[Any]]:
+    """The values of ``plan``'s counters now (``counters.lua``: a missing one is created), kept alive for the lease's
+    time and learned by the memo."""
+    since = time.monotonic()
+    values, lives = yield Send(commands.counters(plan.counters, lease_ms, commands.fresh_value()), req.scope)
+    ctx.writer.memo.learn(plan.counters, values, lives, since)
+    return list(values)
+
+
 def _refresh(ctx: Context, req: Request, value: Any, head: list[bytes], why: str, known: list[Any]) -> Flow[Any]:
     """A hit that should be reloaded (early, or served stale): one caller takes the lease and reloads (unless the
     entry it read was replaced meanwhile: another caller's refresh landed).  ``known``: the counters' values the
@@ -149,6 +158,13 @@ def _single_flight(ctx: Context, req: Request, known: list[Any]) -> Flow[Any]:
         if found is not MISSING:
             return found
     expected = known
+    if None in expected:
+        # A counter this call's read did not find (a cold namespace or tag): learn the values it has now, so that an
+        # entry another caller stored meanwhile, stamped with them, is taken as filled rather than loaded again.
+        try:
+            expected = yield from _counters(ctx, req, plan, lease_ms)
+        except SERVER_ERRORS:
+            return (yield from _load(ctx, req, None))
     listening = False
     while True:
         token = new_token()
