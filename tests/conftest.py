@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -30,7 +31,7 @@ from tests.modes import MODES, Mode
 SYSTEM_REDIS = os.environ.get("CACHEWISE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SYSTEM_POSTGRES = os.environ.get("CACHEWISE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-SERVER_KINDS = ("embedded", "redis")
+SERVER_KINDS = ("embedded", "redis", "cluster")
 
 
 def client_for(url: str) -> redis.Redis:
@@ -42,6 +43,30 @@ def client_for(url: str) -> redis.Redis:
         seeds = [item.rsplit(":", 1) for item in url.split("://", 1)[1].split(",")]
         return RedisCluster(startup_nodes=[ClusterNode(h, int(p)) for h, p in seeds])  # type: ignore[return-value]
     return redis.Redis.from_url(url)
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` (from :func:`client_for`) is a cluster's."""
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
+def writes_for(client: Any, keys: Iterable[str]) -> int:
+    """How many writes one command reading ``keys`` costs: one, or on a cluster one per primary holding them (sent
+    together: still one round trip of wall time)."""
+    if not is_cluster(client):
+        return 1
+    return len({client.get_node_from_key(key).name for key in keys})
+
+
+def command_calls(client: Any, command: str) -> int:
+    """How many times the server (every primary of a cluster) ran ``command`` (``INFO commandstats``)."""
+    if not is_cluster(client):
+        stats: dict[str, Any] = client.info("commandstats")
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+    per_node = client.info("commandstats", target_nodes=client.PRIMARIES)
+    return sum(int(info.get(f"cmdstat_{command}", {}).get("calls", 0)) for info in per_node.values())
 
 
 def _reachable(url: str) -> str | None:

@@ -17,11 +17,13 @@ import pandas as pd  # type: ignore[import-untyped]
 import pytest
 import redis
 import sqlalchemy as sa
+from redis.connection import AbstractConnection
 
 from cachewise import Cache
 from cachewise.errors import ConfigurationError, InvalidTTLError, SerializationError
 from cachewise.failures import SERVER_ERRORS
 from cachewise.features import FeatureStore, MaterializeSummary
+from tests.conftest import command_calls, writes_for
 from tests.modes import Mode
 
 USERS = 200_000
@@ -155,17 +157,17 @@ def test_loader_holds_one_batch_and_one_is_in_flight(cache: Cache, monkeypatch: 
 
     real_send, real_await = store._send_batch, store._await_batch
 
-    def send(conn: Any, payload: bytes, rows: int) -> int:
+    def send(conn: Any, payloads: list[bytes], rows: int) -> tuple[int, int]:
         nonlocal sent
         sizes.append(rows)
-        n = real_send(conn, payload, rows)
-        sent += n
+        n = real_send(conn, payloads, rows)
+        sent += n[0]
         in_flight.append(sent - acknowledged)
         return n
 
-    def wait(conn: Any, rows: int) -> int:
+    def wait(conn: Any, batch: tuple[int, int]) -> int:
         nonlocal acknowledged
-        n = real_await(conn, rows)
+        n = real_await(conn, batch)
         acknowledged += n
         return n
 
@@ -286,39 +288,34 @@ def test_typed_values_and_dataframes(cache: Cache, raw: redis.Redis, mode: Mode)
         FeatureStore(cache, entity="item", ttl=0)
 
 
-def _calls(raw: redis.Redis, command: str) -> int:
-    stats: dict[str, Any] = raw.info("commandstats")
-    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
-
-
 def test_get_many_is_one_round_trip_ordered_with_subsets(
     cache: Cache, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """One write per node (one on a single server; on a cluster one per primary, sent together)."""
     store = FeatureStore(cache, entity="user", ttl=60)
     store.materialize({"user_id": i, "a": i, "b": -i, "c": str(i)} for i in range(1, 1001))
-    store.get(1)  # connect first: the handshake is not part of the read
-    connection_class = cache.connection.sync.connection_pool.connection_class
+    store.get_many(range(1, 1001))  # connect first (to every node): the handshakes are not part of the read
     sends = 0
-    real_send = connection_class.send_packed_command
+    real_send = AbstractConnection.send_packed_command
 
     def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
         nonlocal sends
         sends += 1
         return real_send(self, *args, **kwargs)
 
-    before = _calls(raw, "hgetall")
-    monkeypatch.setattr(connection_class, "send_packed_command", counting)
+    before = command_calls(raw, "hgetall")
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
     ids = list(range(1000, 0, -1))
     ids[10] = 99_999  # a missing one
     got = store.get_many(ids)
-    assert sends == 1  # one write ...
-    assert _calls(raw, "hgetall") - before == 1000  # ... carrying the 1000 reads (INFO commandstats)
+    assert sends == writes_for(raw, map(store.key, ids))  # one write (per node) ...
+    assert command_calls(raw, "hgetall") - before == 1000  # ... carrying the 1000 reads (INFO commandstats)
     assert got[0] == {"a": 1000, "b": -1000, "c": "1000"} and got[10] is None and got[-1] == {"a": 1, "b": -1, "c": "1"}
     assert len(got) == 1000
-    before = _calls(raw, "hmget")
+    before = command_calls(raw, "hmget")
     sends = 0
     subset = store.get_many([5, 99_999, 7], ["c", "a", "nope"])
-    assert sends == 1 and _calls(raw, "hmget") - before == 3
+    assert sends == writes_for(raw, map(store.key, [5, 99_999, 7])) and command_calls(raw, "hmget") - before == 3
     assert subset == [{"c": "5", "a": 5, "nope": None}, None, {"c": "7", "a": 7, "nope": None}]
     assert store.get(3, ["b"]) == {"b": -3}
     assert store.get_many([]) == []
@@ -338,7 +335,7 @@ def test_max_age_and_freshness(cache: Cache, raw: redis.Redis, mode: Mode) -> No
     assert store.freshness(3) is None
 
 
-def test_async_twins(cache: Cache, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_async_twins(cache: Cache, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     store = FeatureStore(cache, entity="user", ttl=60)
     store.materialize({"user_id": i, "a": i} for i in range(1, 501))
 
@@ -353,11 +350,11 @@ def test_async_twins(cache: Cache, monkeypatch: pytest.MonkeyPatch) -> None:
             sends += 1
             return await real_send(self, *args, **kwargs)
 
-        await store.aget(1)  # connect first: the handshake is not part of the read
+        await store.aget_many(range(1, 501))  # connect first (to every node): the handshakes are not part of the read
         monkeypatch.setattr(aconn.AbstractConnection, "send_packed_command", counting)
         try:
             got = await store.aget_many([3, 999_999, *range(1, 501)])
-            assert sends == 1
+            assert sends == writes_for(raw, map(store.key, [3, 999_999, *range(1, 501)]))
             assert got[0] == {"a": 3} and got[1] is None and got[2:] == [{"a": i} for i in range(1, 501)]
             assert await store.aget(7, ["a", "x"]) == {"a": 7, "x": None}
             assert await store.aget(7, max_age=0.000001) in (None, {"a": 7})

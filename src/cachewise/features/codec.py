@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -110,18 +110,47 @@ class BatchEncoder:
         without the id column (or with an ``updated_at`` column), :class:`~cachewise.errors.InvalidKeyError` for a
         null id, :class:`~cachewise.errors.SerializationError` for a value JSON cannot hold (all ``ValueError`` or
         ``TypeError``)."""
-        stamp = int(time.time() * 1000) if now_ms is None else now_ms
         keys: list[bytes] = []
-        args: list[bytes] = [bulk(b"%d" % self.ttl_ms), bulk(b"%d" % stamp)]
-        append = args.append
+        args = self._head(now_ms)
+        for key, entity_args in self._entities(batch):
+            keys.append(key)
+            args += entity_args
+        return self._call(keys, args)
+
+    def encode_by_slot(
+        self, batch: Sequence[Mapping[str, Any]], slot_of: Callable[[bytes], int], now_ms: int | None = None
+    ) -> list[bytes]:
+        """:meth:`encode` for a Cluster, where one script call may only touch the keys of one hash slot: one call per
+        slot that ``batch``'s entities fall in (``slot_of(key)``), together writing the same rows."""
+        head = self._head(now_ms)
+        groups: dict[int, tuple[list[bytes], list[bytes]]] = {}
+        for key, entity_args in self._entities(batch):
+            slot = slot_of(key[key.index(b"\n") + 1 : -2])
+            group = groups.get(slot)
+            if group is None:
+                group = groups[slot] = ([], list(head))
+            group[0].append(key)
+            group[1].extend(entity_args)
+        return [self._call(keys, args) for keys, args in groups.values()]
+
+    def _head(self, now_ms: int | None) -> list[bytes]:
+        stamp = int(time.time() * 1000) if now_ms is None else now_ms
+        return [bulk(b"%d" % self.ttl_ms), bulk(b"%d" % stamp)]
+
+    def _call(self, keys: list[bytes], args: list[bytes]) -> bytes:
+        head = b"*%d\r\n" % (3 + len(keys) + len(args))
+        return b"".join((head, bulk(b"EVALSHA"), bulk(self.sha.encode()), bulk(b"%d" % len(keys)), *keys, *args))
+
+    def _entities(self, batch: Sequence[Mapping[str, Any]]) -> Iterator[tuple[bytes, list[bytes]]]:
+        """Per row: its hash's key and the script's arguments for it (as bulk strings)."""
         key_of, id_column = self.key_of, self.id_column
         for record in batch:
             count, features = self._plan(tuple(record))
             entity_id = record[id_column]
             if entity_id is None:
                 raise InvalidKeyError(f"row with a null {id_column!r}: every row needs an id (filter NULL ids out)")
-            keys.append(bulk(key_of(entity_id).encode()))
-            append(count)
+            args = [count]
+            append = args.append
             try:
                 for name, name_bulk in features:
                     value = _dumps(record[name], default=_default, option=_OPTION)
@@ -129,8 +158,7 @@ class BatchEncoder:
                     append(b"$%d\r\n%b\r\n" % (len(value), value))
             except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
                 raise self._unencodable(record, entity_id) from exc
-        head = b"*%d\r\n" % (3 + len(keys) + len(args))
-        return b"".join((head, bulk(b"EVALSHA"), bulk(self.sha.encode()), bulk(b"%d" % len(keys)), *keys, *args))
+            yield bulk(key_of(entity_id).encode()), args
 
     def _unencodable(self, record: Mapping[str, Any], entity_id: Any) -> SerializationError:
         for name, value in record.items():

@@ -29,6 +29,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.crc import key_slot
 
 from ..errors import ConfigurationError
 from ..executor import Failed
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["UPDATED_AT", "FeatureStore", "MaterializeSummary"]
 
-_MATERIALIZE = Script.beside(__package__ or "cachewise.features", "materialize.lua", per_key="sum")
+_MATERIALIZE = Script.beside(__package__ or "cachewise.features", "materialize.lua")
 #: Sent before every batch in the same write, so the batch's EVALSHA finds the script even after a server restart.
 _LOAD_SCRIPT = _MATERIALIZE.load
 
@@ -177,17 +178,20 @@ class FeatureStore:
         """
         started = time.perf_counter()
         done = batches = 0
-        in_flight = 0  # rows sent whose reply has not been read
+        in_flight: tuple[int, int] | None = None  # (rows, script calls) sent whose replies have not been read
         stream = self._executor.stream(self.write_timeout)
         try:
             for batch in _batched(records, self.batch_size):
                 try:
-                    payload = self._encoder.encode(batch)
+                    if stream.by_slot:  # a Cluster: one call per hash slot of the batch
+                        payloads = self._encoder.encode_by_slot(batch, key_slot)
+                    else:
+                        payloads = [self._encoder.encode(batch)]
                 except Exception:
                     if in_flight:  # confirm (and report) the batch before the bad row, then raise the row's error
                         done += self._await_batch(stream, in_flight)
                         batches += 1
-                        in_flight = 0
+                        in_flight = None
                         if progress is not None:
                             progress(done)
                     raise
@@ -198,8 +202,8 @@ class FeatureStore:
                     batches += 1
                     if progress is not None:
                         progress(done)
-                in_flight = self._send_batch(stream, payload, rows)
-                del payload
+                in_flight = self._send_batch(stream, payloads, rows)
+                del payloads
             if in_flight:
                 done += self._await_batch(stream, in_flight)
                 batches += 1
@@ -212,20 +216,22 @@ class FeatureStore:
         return MaterializeSummary(rows=done, seconds=time.perf_counter() - started, batches=batches)
 
     @staticmethod
-    def _send_batch(stream: Stream | ClusterStream, payload: bytes, rows: int) -> int:
-        """Send one encoded batch (one atomic, idempotent script call) without reading its reply; the rows sent.
+    def _send_batch(stream: Stream | ClusterStream, payloads: list[bytes], rows: int) -> tuple[int, int]:
+        """Send one encoded batch (one atomic, idempotent script call; on a Cluster one per hash slot) without
+        reading its replies; the rows and calls sent.
 
         ``SCRIPT LOAD`` goes first in the same write, so the ``EVALSHA`` behind it finds the script even on a server
         that restarted or flushed its scripts since the last batch (the batch is dropped once sent: there is no
         retrying a ``NOSCRIPT``)."""
-        stream.send(_LOAD_SCRIPT, payload)
-        return rows
+        stream.send(_LOAD_SCRIPT, *payloads)
+        return rows, len(payloads)
 
     @staticmethod
-    def _await_batch(stream: Stream | ClusterStream, rows: int) -> int:
+    def _await_batch(stream: Stream | ClusterStream, sent: tuple[int, int]) -> int:
         """Read the replies of the batch sent last; raises the server's error if it was not written."""
+        rows, calls = sent
         stream.receive()  # the SHA of SCRIPT LOAD
-        written = stream.receive()
+        written = sum(int(stream.receive()) for _ in range(calls))
         if written != rows:
             raise redis.ResponseError(f"the feature script wrote {written!r} entities of a batch of {rows}")
         return rows

@@ -22,6 +22,9 @@ __all__ = ["ClusterStream", "Stream"]
 class Stream:
     """One connection of its own to ``target`` (a URL) with redis-py pool options ``options``."""
 
+    #: Whether a script call may only touch the keys of one hash slot (a Cluster): then a batch is one call per slot.
+    by_slot = False
+
     def __init__(self, target: str, options: dict[str, Any], reply_timeout: float) -> None:
         kwargs = dict(options)
         kwargs.pop("max_connections", None)
@@ -69,8 +72,11 @@ class Stream:
 
 class ClusterStream:
     """:class:`Stream` on a Cluster: each command is routed by slot (split where its keys span slots) and sent with
-    the cluster transport's long-lived connections, its reply kept for :meth:`receive`.  The commands are not
-    overlapped with the encoding of the next batch as on one server; every node works on its share in parallel."""
+    the cluster transport's long-lived connections, its reply kept for :meth:`receive`.  The commands of one
+    :meth:`send` go out together (one round trip of wall time, every node working on its share in parallel), but are
+    not overlapped with the encoding of the next batch as on one server."""
+
+    by_slot = True
 
     def __init__(self, connection: Any) -> None:
         self._connection = connection
@@ -81,6 +87,7 @@ class ClusterStream:
         from .routes import _args
         from .scripts import known_script
 
+        commands: list[Command] = []
         for payload in payloads:
             args = _args(payload)
             name = args[0].upper()
@@ -89,8 +96,9 @@ class ClusterStream:
                 continue
             script = known_script(args[1].decode()) if name == b"EVALSHA" else None
             keys = [k.decode() for k in args[3 : 3 + int(args[2])]] if name == b"EVALSHA" else []
-            command = Command("stream", [payload], [tuple(keys)], [script], strict=False)
-            self._replies.append(self._connection.send(command)[0])
+            commands.append(Command("stream", [payload], [tuple(keys)], [script], strict=False))
+        if commands:
+            self._replies.extend(self._connection.send(Command.join("stream", commands, strict=False)))
 
     def receive(self) -> Any:
         reply = self._replies.popleft()
