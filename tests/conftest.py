@@ -105,9 +105,28 @@ def cluster_url() -> Iterator[str]:
         yield cluster.url
 
 
+#: The kinds that are many servers behind one URL: a test marked ``one_server`` is not run on them.
+MANY_SERVER_KINDS = ("cluster",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked ``one_server(reason)`` is about one server (its connection, its raw commands): it runs on the
+    embedded server and the system Redis, and is deselected — reported, not skipped — on a cluster or Sentinel set."""
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.get_closest_marker("one_server") is not None and params.get("server_url") in MANY_SERVER_KINDS:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(params=SERVER_KINDS, scope="session")
 def server_url(request: pytest.FixtureRequest) -> str:
-    """A real server's URL: once the embedded Valkey, once the system Redis (the cluster: tests/test_cluster.py)."""
+    """A real server's URL: the embedded Valkey, the system Redis, a local Cluster (3 primaries, 3 replicas)."""
     url: str = request.getfixturevalue(f"{request.param}_url")
     return url
 

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import redis
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -20,12 +19,13 @@ from cachewise import __version__
 from cachewise.cli import app
 from cachewise.demo import TITLES, DemoResult, DemoSizes, run_demo
 from cachewise.demo.data import DataSizes, fetch_product, open_database, remove_database
+from tests.conftest import client_for
 
 QUICK = DemoSizes.quick()
 
 
 def namespace_keys(url: str, namespace: str) -> list[bytes]:
-    client = redis.Redis.from_url(url)
+    client = client_for(url)
     try:
         return list(client.scan_iter(match=f"{namespace}:*", count=1000))
     finally:
@@ -227,7 +227,7 @@ def test_features_materialize_command(server_url: str, unique_namespace: str, tm
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "materialised 50 user entities" in result.output
-    client = redis.Redis.from_url(server_url)
+    client = client_for(server_url)
     try:
         stored = client.hgetall(f"{unique_namespace}:features:user:7")
         assert stored[b"avg_ticket"] == b"15.0" and stored[b"purchases"] == b"2"

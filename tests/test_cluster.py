@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -30,20 +31,37 @@ def ccache(cluster_url: str, unique_namespace: str) -> Iterator[Cache]:
         client.close()
 
 
+def _incr_calls(client: Any) -> int:
+    per_node = client.info("commandstats", target_nodes=client.PRIMARIES)
+    return sum(int(info.get("cmdstat_incr", {}).get("calls", 0)) for info in per_node.values())
+
+
 def test_a_namespace_spreads_over_every_primary_and_one_incr_invalidates_it(ccache: Cache, cluster_url: str) -> None:
-    for i in range(3000):
-        assert ccache.set(f"p:{i}", i, ttl=60)
+    """10 000 entries of one namespace: every primary holds 25-42 % of them, and one INCR (a version bump, or a
+    tag) makes every one a miss.  Every key has a TTL (the fixture checks)."""
+    count = 10_000
+    for i in range(count):
+        assert ccache.set(f"p:{i}", i, ttl=60, tags=["all"] if i % 2 else ())
     client = client_for(cluster_url)
-    pattern = f"{ccache.keyspace.namespace}:p:*"
-    shares = [
-        sum(1 for _ in node.redis_connection.scan_iter(match=pattern, count=1000)) / 3000
-        for node in client.get_primaries()
-    ]
-    client.close()
-    assert len(shares) == 3 and all(0.25 <= s <= 0.42 for s in shares), shares
-    assert ccache.get("p:7") == 7
-    assert ccache.bump_version("p") == 1  # one INCR, whatever the number of keys
-    assert all(ccache.get(f"p:{i}") is None for i in range(0, 3000, 97))
+    try:
+        pattern = f"{ccache.keyspace.namespace}:p:*"
+        shares = [
+            sum(1 for _ in node.redis_connection.scan_iter(match=pattern, count=1000)) / count
+            for node in client.get_primaries()
+        ]
+        assert len(shares) == 3 and all(0.25 <= s <= 0.42 for s in shares), shares
+        assert ccache.get("p:7", tags=["all"]) == 7 and ccache.get("p:8") == 8
+        before = _incr_calls(client)
+        assert ccache.invalidate_tags("all") == 1
+        assert _incr_calls(client) - before == 1  # one INCR, whatever the number of keys
+        assert all(ccache.get(f"p:{i}", tags=["all"]) is None for i in range(1, count, 2))
+        assert ccache.get("p:8") == 8  # untagged: untouched
+        before = _incr_calls(client)
+        assert ccache.bump_version("p") == 1
+        assert _incr_calls(client) - before == 1
+        assert all(ccache.get(f"p:{i}") is None for i in range(0, count, 2))
+    finally:
+        client.close()
     assert ccache.stats().total.errors == 0
 
 

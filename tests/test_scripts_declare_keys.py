@@ -100,6 +100,11 @@ class DeclaredKeysOnly:
         self.admin.close()
 
 
+pytestmark = pytest.mark.one_server(
+    "an ACL user per command on one server; the cross-slot check it makes is the Cluster's rule, and holds everywhere"
+)
+
+
 @pytest.fixture
 def declared(server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[DeclaredKeysOnly]:
     guard = DeclaredKeysOnly(server_url)

@@ -20,7 +20,8 @@ spreads everything else:
 * each **counter** is a key of its own (its own slot), so the entries of one namespace spread over every slot;
 * a **session** and the session its id is rotated to share a slot: the key's hash tag is the first three characters
   of the id, which a rotation keeps (:mod:`cachewise.sessions`); each user's **index** of sessions has its own slot;
-* a **feature** entity's hash has its own slot; **rate-limit** state is one key per limit and identity.
+* a **feature** entity's hash has its own slot; **rate-limit** state is one key per limit and identity, the
+  identity in braces: the limits of one identity, checked by one script call, share a slot.
 """
 
 from __future__ import annotations
@@ -143,8 +144,9 @@ class KeySpace:
     # -- the other components' keys ---------------------------------------------------------------------------
     def ratelimit(self, limiter: str, spec: str, identity: str) -> str:
         """The state of one limit (``spec``, e.g. ``tb100p60s``) of rate limiter ``limiter`` for one identity (its
-        token: percent-encoded)."""
-        return f"{self.internal}rl:{limiter}:{spec}:{identity}"
+        token: percent-encoded, never a brace).  The identity is the key's hash tag: the limits of one identity share
+        a slot, so that one script call checks them all on a Cluster, and identities spread over every slot."""
+        return f"{self.internal}rl:{limiter}:{spec}:{{{identity}}}"
 
     @property
     def ratelimit_pattern(self) -> str:

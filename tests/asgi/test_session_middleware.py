@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -25,6 +24,7 @@ from cachewise import Cache, InvalidationError
 from cachewise.asgi import Session, SessionMiddleware
 from cachewise.server.embedded import EmbeddedServer
 from cachewise.sessions import SessionStore
+from tests.conftest import client_for
 
 NAME = "sid"
 
@@ -157,7 +157,7 @@ class Spy:
 
 
 def namespace_keys(server_url: str, namespace: str) -> list[bytes]:
-    raw = redis.Redis.from_url(server_url)
+    raw = client_for(server_url)
     try:
         return list(raw.scan_iter(match=f"{namespace}:*", count=1000))
     finally:

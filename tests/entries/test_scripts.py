@@ -6,12 +6,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 import redis
 
 from cachewise.entries import commands, verdicts
 from cachewise.entries.envelope import parse
 from cachewise.keyspace import KeySpace, tag_token
 from cachewise.transport.command import Command
+
+pytestmark = pytest.mark.one_server(
+    "the scripts sent on one plain connection; on a cluster they go through the router, as the contract suite checks"
+)
 
 
 def send(client: redis.Redis, command: Command) -> Any:

@@ -78,9 +78,9 @@ def test_rate_limiter_arguments(mode: Mode) -> None:
     try:
         limiter = mode(RateLimiter(cache, 100, timedelta(minutes=1)))
         assert limiter.limits == (Limit(100, 60),) and limiter.name == "default" and limiter.on_error == "allow"
-        assert limiter.keys("ip:1") == ["rlargs:_cw:rl:default:tb100p60s:ip%3A1"]
+        assert limiter.keys("ip:1") == ["rlargs:_cw:rl:default:tb100p60s:{ip%3A1}"]
         both = mode(RateLimiter(cache, limits=[Limit(10, 1), Limit(1000, 3600, algorithm="fixed_window")], name="api"))
-        assert both.keys("u") == ["rlargs:_cw:rl:api:tb10p1s:u", "rlargs:_cw:rl:api:fw1000p3600s:u"]
+        assert both.keys("u") == ["rlargs:_cw:rl:api:tb10p1s:{u}", "rlargs:_cw:rl:api:fw1000p3600s:{u}"]
         assert "10 per 1 s" in repr(both)
         with pytest.raises(ConfigurationError, match="name"):
             RateLimiter(cache, 1, 1, name="a:b")
@@ -269,7 +269,7 @@ def test_every_key_has_a_ttl_and_a_known_name(cache: Cache, raw: redis.Redis, al
         limiter.hit(identity)
     keys = list(raw.scan_iter(match=cache.keyspace.internal + "rl:*"))
     code = {"fixed_window": "fw", "sliding_window": "sw", "token_bucket": "tb"}[algorithm]
-    assert [k.decode() for k in keys] == [f"{cache.namespace}:_cw:rl:api:{code}10p30s:user%3A7%20%2F%20%C3%A9"]
+    assert [k.decode() for k in keys] == [f"{cache.namespace}:_cw:rl:api:{code}10p30s:{{user%3A7%20%2F%20%C3%A9}}"]
     ttl = raw.pttl(keys[0]) / 1000
     longest = {"fixed_window": 30, "sliding_window": 60, "token_bucket": 30}[algorithm]  # sliding: 2 windows
     assert 0 < ttl <= longest
@@ -545,7 +545,7 @@ def test_four_processes_get_exactly_the_limit(server_url: str, unique_namespace:
     assert LIMIT * len(full) <= len(sliding) + 5 * len(full) and len(sliding) <= LIMIT * touched
 
     # afterwards (as the run left them: see _run_hammer) every limiter key has a TTL
-    expected = {f"{unique_namespace}:_cw:rl:hammer:{code}100p2s:one" for code in ("fw", "sw", "tb")}
+    expected = {f"{unique_namespace}:_cw:rl:hammer:{code}100p2s:{{one}}" for code in ("fw", "sw", "tb")}
     assert set(ttls) <= expected, "the warm-up peeks wrote nothing"
     assert all(ttl != -1 for ttl in ttls.values()), "a key without a TTL"
     # and every key still has its state, unless it may have expired already: a fixed window's with its window, a
@@ -555,7 +555,7 @@ def test_four_processes_get_exactly_the_limit(server_url: str, unique_namespace:
         "sw": (max(math.floor(r[1] / PERIOD) for r in sliding) + 2) * PERIOD,
         "tb": max(r[1] + r[4] for r in bucket),
     }
-    alive = {f"{unique_namespace}:_cw:rl:hammer:{code}100p2s:one" for code, at in expires.items() if looked < at}
+    alive = {f"{unique_namespace}:_cw:rl:hammer:{code}100p2s:{{one}}" for code, at in expires.items() if looked < at}
     assert alive <= {k for k, ttl in ttls.items() if ttl > 0}, (looked, expires, ttls)
     assert {k for k in expected if ":tb" in k or ":sw" in k} <= alive, "the harness must look at the keys in time"
 
@@ -583,6 +583,7 @@ for i in itertools.count():
 """
 
 
+@pytest.mark.one_server("the seed's naive limiter, on one plain connection")
 def test_the_seeds_limiter_killed_between_its_commands_leaves_a_key_forever(raw: redis.Redis, server_url: str) -> None:
     key = f"naive-{uuid.uuid4().hex}:ip:1.2.3.4"
     try:

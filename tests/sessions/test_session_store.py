@@ -100,20 +100,14 @@ def test_malformed_ids_are_rejected_by_form(forged: Any) -> None:
 
 def test_forged_ids_never_reach_the_server(store: SessionStore, cache: Cache, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[Any] = []
-    client = cache.connection.sync
-    real = client.execute_command
-    real_pipelined = cache.connection.pipelined
+    connection: Any = cache.connection
+    real_send = connection.send
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        sent.append(args[0])
-        return real(*args, **kwargs)  # type: ignore[no-untyped-call]
+    def spy(command: Any) -> Any:  # every command the package sends goes through the transport's send
+        sent.append(command)
+        return real_send(command)
 
-    def packed_spy(payload: bytes, count: int) -> Any:  # scripts and other pre-packed commands
-        sent.append(payload)
-        return real_pipelined(payload, count)
-
-    monkeypatch.setattr(client, "execute_command", spy)
-    monkeypatch.setattr(cache.connection, "pipelined", packed_spy)
+    monkeypatch.setattr(connection, "send", spy)
     for forged in FORGED:
         forged = cast(str, forged)
         assert store.get(forged) is None
@@ -135,8 +129,7 @@ async def test_forged_ids_never_reach_the_server_async(
         sent.append(args)
         return None
 
-    monkeypatch.setattr(cache.connection, "acommand", spy)
-    monkeypatch.setattr(cache.connection, "apipelined", spy)
+    monkeypatch.setattr(cache.connection, "asend", spy)
     for forged in FORGED:
         forged = cast(str, forged)
         assert await store.aget(forged) is None

@@ -12,6 +12,10 @@ from cachewise import Cache
 from cachewise.server.embedded import EmbeddedServer
 from cachewise.transport.resp import command
 
+pytestmark = pytest.mark.one_server(
+    "the one-server transport's own connection handling (the cluster's: tests/test_cluster.py)"
+)
+
 
 def our_clients(url: str, name: str) -> int:
     client = redis.Redis.from_url(url)

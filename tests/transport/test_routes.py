@@ -10,7 +10,7 @@ from redis.crc import key_slot
 
 from cachewise.transport import resp
 from cachewise.transport.command import Command
-from cachewise.transport.routes import merge, route
+from cachewise.transport.routes import _args, merge, route
 from cachewise.transport.scripts import Script
 
 
@@ -93,3 +93,25 @@ def test_a_command_that_cannot_be_split_says_how_to_fix_the_keys() -> None:
 def test_a_keyless_part_goes_to_the_default_node() -> None:
     plan = route(Command.plain("ping", "PING"), 0, node_of, lambda: "b")
     assert [p.node for p in plan.pieces] == ["b"]
+
+
+def test_a_scan_visits_every_primary_in_turn_under_one_cursor() -> None:
+    """``SCAN`` has no key: on a cluster it walks the primaries one after the other, and the cursor it answers
+    names both the primary and that primary's cursor (0 once the last one is done)."""
+    primaries = ["a", "b", "c"]
+    node_replies = {"a": [b"17", b"0"], "b": [b"0"], "c": [b"0"]}  # a needs two calls, b and c one each
+    cursor, visited, found = b"0", [], []
+    while True:
+        command = Command.plain("clear", "SCAN", cursor, "MATCH", "ns:*", "COUNT", 1000)
+        plan = route(command, 0, node_of, lambda: "a", lambda: primaries)
+        (piece,) = plan.pieces
+        args = _args(piece.parts[0])
+        assert args[2:] == [b"MATCH", b"ns:*", b"COUNT", b"1000"]
+        visited.append((piece.node, int(args[1])))
+        reply = [node_replies[piece.node].pop(0), [f"{piece.node}{len(found)}".encode()]]
+        cursor, keys = merge(plan, 1, [[reply]])[0]
+        found += keys
+        if int(cursor) == 0:
+            break
+    assert visited == [("a", 0), ("a", 17), ("b", 0), ("c", 0)]
+    assert found == [b"a0", b"a1", b"b2", b"c3"]

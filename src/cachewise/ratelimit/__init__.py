@@ -49,8 +49,9 @@ application down with the cache) or ``"deny"`` (fail closed, for limits that pro
 login attempts).  Such decisions have ``degraded=True``; each is counted in the cache's stats (``errors``, or
 ``skipped`` when the breaker was open) and logged without flooding.
 
-Keys: ``<namespace>:_cw:rl:<name>:<limit spec>:<identity, percent-encoded>``, e.g.
-``shop:_cw:rl:api:tb100p60s:ip%3A203.0.113.9``.  The spec is in the key, so changing a limit starts it afresh
+Keys: ``<namespace>:_cw:rl:<name>:<limit spec>:{<identity, percent-encoded>}``, e.g.
+``shop:_cw:rl:api:tb100p60s:{ip%3A203.0.113.9}`` (the braces make the identity the hash tag: on a Cluster the limits
+of one identity share a slot, checked in one script call).  The spec is in the key, so changing a limit starts it afresh
 instead of misreading the old state.  :meth:`RateLimiter.reset` deletes an identity's keys by name (no ``KEYS``, no
 ``SCAN``).
 

@@ -86,9 +86,13 @@ class ClusterConnection:
         plan: Route | None = command.route
         if plan is None or plan.epoch != self._epoch:
             nodes = self._nodes
-            plan = route(command, self._epoch, nodes.get_node_from_slot, lambda: nodes.default_node)
+            plan = route(command, self._epoch, nodes.get_node_from_slot, lambda: nodes.default_node, self._primaries)
             command.route = plan
         return plan
+
+    def _primaries(self) -> list[ClusterNode]:
+        """The primaries, in a fixed order (a cluster-wide ``SCAN`` visits them one after the other)."""
+        return sorted(self.sync.get_primaries(), key=lambda node: node.name)  # type: ignore[no-untyped-call]
 
     def _refresh(self) -> None:
         """Read the slot map again (after a node failed to answer: it may have failed over)."""

@@ -50,13 +50,15 @@ class Piece:
 class Route:
     """A command's pieces, one per node, and how each split part's replies merge (``merges[part] = kind``)."""
 
-    __slots__ = ("epoch", "merges", "pieces", "sizes")
+    __slots__ = ("epoch", "merges", "pieces", "scans", "sizes")
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
         self.pieces: list[Piece] = []
         self.merges: dict[int, str] = {}
         self.sizes: dict[int, int] = {}
+        #: A ``SCAN`` part's place in the cluster-wide scan: ``scans[part] = (primary's index, how many primaries)``.
+        self.scans: dict[int, tuple[int, int]] = {}
 
 
 def _args(part: bytes) -> list[bytes]:
@@ -90,8 +92,15 @@ def _splitter(part: bytes, script: Any) -> tuple[str, Callable[[Sequence[str]], 
     )
 
 
-def route(command: Command, epoch: int, node_of: Callable[[int], Any], default: Callable[[], Any]) -> Route:
-    """Group ``command``'s parts by node (``node_of(slot)``; a part without keys goes to ``default()``)."""
+def route(
+    command: Command,
+    epoch: int,
+    node_of: Callable[[int], Any],
+    default: Callable[[], Any],
+    primaries: Callable[[], Sequence[Any]] | None = None,
+) -> Route:
+    """Group ``command``'s parts by node (``node_of(slot)``; a part without keys goes to ``default()``, a ``SCAN``
+    to the primary its cursor names, see :func:`_scan`)."""
     plan = Route(epoch)
     by_node: dict[Any, Piece] = {}
 
@@ -104,7 +113,11 @@ def route(command: Command, epoch: int, node_of: Callable[[int], Any], default: 
 
     for index, (part, keys, script) in enumerate(zip(command.parts, command.keys, command.scripts)):
         if not keys:
-            piece(default()).add(part, (index, None))
+            if primaries is not None and _is_scan(part):
+                node, part = _scan(plan, index, part, primaries())
+                piece(node).add(part, (index, None))
+            else:
+                piece(default()).add(part, (index, None))
             continue
         slots = [key_slot(k.encode()) for k in keys]
         if all(s == slots[0] for s in slots):
@@ -128,6 +141,32 @@ def route(command: Command, epoch: int, node_of: Callable[[int], Any], default: 
     return plan
 
 
+def _is_scan(part: bytes) -> bool:
+    return part[part.index(b"\r\n") + 2 :].startswith(b"$4\r\nSCAN\r\n")
+
+
+def _scan(plan: Route, index: int, part: bytes, nodes: Sequence[Any]) -> tuple[Any, bytes]:
+    """A ``SCAN`` of the whole cluster, one primary after the other, under one cursor: ``node cursor * primaries +
+    primary's index`` (0 to start and once every primary is done).  The primaries are taken in a fixed order (by
+    name); a topology change during the scan may make it miss or repeat keys, as a rehash does on one server."""
+    args = _args(part)
+    count = len(nodes)
+    cursor = int(args[1])
+    at, node_cursor = cursor % count, cursor // count
+    plan.scans[index] = (at, count)
+    return nodes[at], resp.command(args[0], node_cursor, *args[2:])
+
+
+def _scan_reply(at: int, count: int, reply: Any) -> Any:
+    """A primary's ``SCAN`` reply with its cursor made the cluster-wide one."""
+    if isinstance(reply, Exception):
+        return reply
+    node_cursor, keys = int(reply[0]), reply[1]
+    if node_cursor:
+        return [str(node_cursor * count + at).encode(), keys]
+    return [str(at + 1 if at + 1 < count else 0).encode(), keys]
+
+
 def merge(plan: Route, count: int, answers: list[list[Any]]) -> list[Any]:
     """The replies of the whole command, in part order, from each piece's replies (``answers[i]`` for
     ``plan.pieces[i]``).  An error reply of a sub-command becomes the reply of its part."""
@@ -136,7 +175,8 @@ def merge(plan: Route, count: int, answers: list[list[Any]]) -> list[Any]:
     for piece, got in zip(plan.pieces, answers):
         for (index, positions), reply in zip(piece.targets, got):
             if positions is None:
-                replies[index] = reply
+                scan = plan.scans.get(index) if plan.scans else None
+                replies[index] = reply if scan is None else _scan_reply(*scan, reply)
                 continue
             kind = plan.merges[index]
             if isinstance(reply, Exception) or isinstance(partial.get(index), Exception):
