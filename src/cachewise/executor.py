@@ -118,7 +118,7 @@ class Executor:
         connection = self._connection
         if isinstance(connection, ClusterConnection):
             return ClusterStream(connection)
-        return Stream(connection.target, connection.options.pool_kwargs(), reply_timeout)
+        return Stream(connection.new_pool, connection.options.pool_kwargs(), reply_timeout)
 
     # -- shared steps (no I/O) ----------------------------------------------------------------------------------
     def _answered(self, command: Command, replies: list[Any], scope: Counters | None, started: float) -> Any:

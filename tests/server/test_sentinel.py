@@ -129,3 +129,39 @@ def test_arguments_are_checked() -> None:
         EmbeddedSentinel(sentinels=0)
     with pytest.raises(EmbeddedServerError, match="service"):
         EmbeddedSentinel(service="my service")
+
+
+def test_a_port_taken_before_the_process_binds_it_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another program may take a picked port first: that process starts on another one (1 sentinel: quorum 1)."""
+    import socket
+
+    from cachewise.server import sentinel as module
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken_port = holder.getsockname()[1]
+        real = module.free_port
+        handed: list[int] = []
+
+        def first_taken(taken: set[int] | None = None) -> int:
+            port = taken_port if not handed else real(taken)
+            handed.append(port)
+            return port
+
+        monkeypatch.setattr(module, "free_port", first_taken)
+        with EmbeddedSentinel(sentinels=1) as started:
+            assert started.quorum == 1 and taken_port not in [*started.ports, *started.sentinel_ports]
+            assert handed[0] == taken_port and started.primary() is started.nodes[0]
+
+
+def test_embedded_sentinel_url_starts_a_private_set_and_stops_it() -> None:
+    from cachewise import Cache
+
+    with Cache("embedded+sentinel://", namespace="cwtest-embedded-sentinel") as cache:
+        sentinels = cache.connection.server
+        assert sentinels is not None and len(sentinels.nodes) == 2 and len(sentinels.sentinel_nodes) == 3
+        assert cache.connection.address.sentinel
+        assert cache.set("k", 1, ttl=30) and cache.get("k") == 1
+        processes = [node.process for node in [*sentinels.nodes, *sentinels.sentinel_nodes]]
+    assert all(p is not None and p.poll() is not None for p in processes)  # no orphan servers

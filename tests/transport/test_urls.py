@@ -57,3 +57,28 @@ def test_cluster_urls_list_their_seeds_and_credentials() -> None:
 def test_bad_cluster_urls_say_what_is_wrong(url: str, says: str) -> None:
     with pytest.raises(ConfigurationError, match=says):
         parse_url(url)
+
+
+def test_sentinel_urls_name_the_sentinels_the_service_and_the_database() -> None:
+    address = parse_url("redis+sentinel://app:s3cret@10.0.0.1:26379,10.0.0.2:26380/mymaster/2?sentinel_password=x")
+    assert address.sentinel and not address.cluster
+    assert address.seeds == (("10.0.0.1", 26379), ("10.0.0.2", 26380))
+    assert address.service == "mymaster" and address.db == 2
+    assert address.params == {"username": "app", "password": "s3cret"}
+    assert address.sentinel_options == (("sentinel_password", "x"),)
+    assert "s3cret" not in repr(address) and "sentinel_password=x" not in redact(address.url)
+    assert parse_url("redis+sentinel://h:26379/svc").db == 0
+    assert parse_url("embedded+sentinel://").scheme == "embedded+sentinel"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis+sentinel://h:26379", "names no service"),
+        ("redis+sentinel://h:26379/svc/x", "must be a number"),
+        ("redis+sentinel://h/svc", "host:port"),
+    ],
+)
+def test_bad_sentinel_urls_say_what_is_wrong(url: str, says: str) -> None:
+    with pytest.raises(ConfigurationError, match=says):
+        parse_url(url)

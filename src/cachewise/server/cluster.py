@@ -110,6 +110,8 @@ class EmbeddedCluster:
                 "--cluster-config-file", os.path.join(folder, "nodes.conf"),
                 "--cluster-node-timeout", str(self.node_timeout_ms),
                 "--cluster-require-full-coverage", "no",  # the other shards answer while one fails over
+                "--repl-diskless-sync-delay", "0",  # a replica syncs at once (Valkey waits 5 s by default), so it
+                # can take over from the start: a replica that never synced is not promoted
             )  # fmt: skip
             node = EmbeddedServer(folder, maxmemory=self.maxmemory, extra_args=extra, port=port)
             self.nodes.append(node.start())
@@ -125,7 +127,8 @@ class EmbeddedCluster:
             raise EmbeddedServerError(f"valkey-cli --cluster create failed: {(done.stdout + done.stderr)[-800:]}")
 
     def wait_ok(self, timeout: float | None = None) -> None:
-        """Wait until every running node reports ``cluster_state:ok`` and knows every slot's owner."""
+        """Wait until every running node reports ``cluster_state:ok`` and knows every slot's owner, and every replica
+        has synced with its primary (one that has not could not take over)."""
         import redis
 
         deadline = time.monotonic() + (self.start_timeout if timeout is None else timeout)
@@ -137,11 +140,13 @@ class EmbeddedCluster:
                 try:
                     with redis.Redis(unix_socket_path=node.socket_path, socket_timeout=1) as client:
                         info = client.execute_command("CLUSTER", "INFO")
+                        role = client.info("replication")
                 except redis.RedisError:
                     states.append(False)
                     continue
                 text = info.decode() if isinstance(info, bytes) else str(info)
-                states.append("cluster_state:ok" in text and "cluster_slots_assigned:16384" in text)
+                synced = role.get("role") != "slave" or role.get("master_link_status") == "up"
+                states.append("cluster_state:ok" in text and "cluster_slots_assigned:16384" in text and synced)
             if states and all(states):
                 return
             if time.monotonic() > deadline:

@@ -95,6 +95,7 @@ class EmbeddedServer:
         start_timeout: float = 10.0,
         extra_args: tuple[str, ...] = (),
         port: int = 0,
+        config_file: str | None = None,
     ) -> None:
         self._requested_dir = None if directory is None else str(directory)
         #: A TCP port on 127.0.0.1 to listen on as well as the socket (0: none; a cluster node needs one).
@@ -103,6 +104,9 @@ class EmbeddedServer:
         self.maxmemory = maxmemory
         self.start_timeout = start_timeout
         self.extra_args = extra_args
+        #: A config file to start from (valkey-server takes it only as the first argument); a sentinel needs one
+        #: it can rewrite.  The options given here override it.
+        self.config_file = config_file
         self.process: subprocess.Popen[bytes] | None = None
         self.directory: str | None = None
         self.socket_path: str | None = None
@@ -172,6 +176,7 @@ class EmbeddedServer:
         logfile = os.path.join(directory, "server.log")
         args = [
             binary,
+            *((self.config_file,) if self.config_file else ()),
             "--port", str(self.port),
             *(("--bind", "127.0.0.1") if self.port else ()),
             "--unixsocket", sock,

@@ -28,6 +28,7 @@ from ..errors import ConfigurationError
 from ..server.embedded import EmbeddedServer, release_server, shared_server
 from .notify import FillNotifier
 from .pool import LeanPool
+from .sentinel import SentinelTarget
 from .urls import ServerAddress, parse_url, redact
 
 __all__ = ["ClientOptions", "Connection", "aread_replies", "read_replies"]
@@ -152,12 +153,22 @@ class Connection:
     def __init__(self, url: str | None = None, options: ClientOptions | None = None) -> None:
         self.address: ServerAddress = parse_url(url)
         self.options = options or ClientOptions()
-        self.server: EmbeddedServer | None = None
+        self.server: Any = None
+        #: For a Sentinel URL: how the primary is found (every pool's connections ask it when they connect).
+        self.sentinel: SentinelTarget | None = None
         if self.address.embedded:
             self.server = shared_server(self.address.directory)
-            target = self.server.url
+            target: str = self.server.url
+        elif self.address.scheme == "embedded+sentinel":
+            from ..server.sentinel import shared_sentinel
+
+            self.server = shared_sentinel()
+            self.address = parse_url(self.server.url)
+            target = self.address.url
         else:
             target = self.address.url
+        if self.address.sentinel:
+            self.sentinel = SentinelTarget(self.address, self.options.connect_timeout)
         self._target = target
         self.breaker = CircuitBreaker(
             self.options.breaker_threshold, self.options.breaker_reset, name=redact(self.address.url)
@@ -166,10 +177,9 @@ class Connection:
             # Verify the server's certificate names the host (older redis-py releases do not by default).
             self.options = dataclasses.replace(self.options, extra=(*self.options.extra, ("ssl_check_hostname", True)))
         try:
-            pool = redis.BlockingConnectionPool.from_url(target, **self.options.pool_kwargs())
+            pool = self.new_pool(self.options.pool_kwargs(), blocking=True)
         except (ValueError, TypeError) as exc:  # redis-py's message may quote part of the URL: never pass it on
-            if self.server is not None:
-                release_server(self.server)
+            self._release_server()
             raise ConfigurationError(
                 f"cannot use server URL {redact(self.address.url)!r} ({type(exc).__name__}): check its form, e.g. "
                 "redis://user:password@host:6379/0, with special characters in the password percent-encoded"
@@ -188,6 +198,31 @@ class Connection:
         self._notifier_lock = threading.Lock()
         self.closed = False
 
+    def new_pool(self, kwargs: dict[str, Any], *, blocking: bool = False) -> redis.ConnectionPool:
+        """A redis-py pool of connections to the server (to the current primary, for a Sentinel URL), with pool
+        options ``kwargs``; ``blocking``: one that waits for a free connection rather than failing."""
+        if self.sentinel is not None:
+            return self.sentinel.pool(kwargs)
+        if blocking:
+            return redis.BlockingConnectionPool.from_url(self._target, **kwargs)
+        return redis.ConnectionPool.from_url(self._target, **{k: v for k, v in kwargs.items() if k != "timeout"})
+
+    def _new_async_pool(self, kwargs: dict[str, Any]) -> redis.asyncio.ConnectionPool:
+        if self.sentinel is not None:
+            return self.sentinel.async_pool(kwargs)
+        return redis.asyncio.ConnectionPool.from_url(self._target, **kwargs)
+
+    def _release_server(self) -> None:
+        server, self.server = self.server, None
+        if server is None:
+            return
+        if isinstance(server, EmbeddedServer):
+            release_server(server)
+        else:
+            from ..server.sentinel import release_sentinel
+
+            release_sentinel(server)
+
     @property
     def notifier(self) -> FillNotifier:
         """The pub/sub listener that wakes callers waiting for another caller's load (started on first use)."""
@@ -196,13 +231,25 @@ class Connection:
             with self._notifier_lock:
                 if self._notifier is None:
                     options = self.options
+                    kwargs = {"protocol": 2, "socket_timeout": max(options.timeout, 1.0), **dict(options.extra)}
                     self._notifier = FillNotifier(
                         self._target,
                         connect_timeout=options.connect_timeout,
-                        pool_kwargs={"protocol": 2, "socket_timeout": max(options.timeout, 1.0), **dict(options.extra)},
+                        pool_kwargs=kwargs,
+                        client=self._pubsub_client if self.sentinel is not None else None,
                     )
                 notifier = self._notifier
         return notifier
+
+    def _pubsub_client(self) -> redis.Redis:
+        """A client of the current primary for the fill listener (Sentinel URLs)."""
+        kwargs = {
+            "protocol": 2,
+            "socket_timeout": max(self.options.timeout, 1.0),
+            "socket_connect_timeout": self.options.connect_timeout,
+            **dict(self.options.extra),
+        }
+        return redis.Redis(connection_pool=self.new_pool(kwargs))
 
     @property
     def target(self) -> str:
@@ -284,7 +331,7 @@ class Connection:
             kwargs = self.options.pool_kwargs()
             size = kwargs.pop("max_connections")
             kwargs.pop("timeout")
-            pool = redis.asyncio.ConnectionPool.from_url(self._target, **kwargs)
+            pool = self._new_async_pool(kwargs)
             entry = _LoopClient(redis.asyncio.Redis(connection_pool=pool), size)
             self._async[loop] = entry
         self._last_loop, self._last = weakref.ref(loop), entry
@@ -325,9 +372,7 @@ class Connection:
         self._last_loop, self._last = None, None
         if self._notifier is not None:
             self._notifier.close()
-        if self.server is not None:
-            release_server(self.server)
-            self.server = None
+        self._release_server()
 
     async def aclose_loop(self) -> None:
         """Close the running loop's asyncio pool (before ``asyncio.run`` closes the loop under it)."""

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +64,17 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class FillNotifier:
     """Listens on fill channels of one server and wakes waiters by key."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 0.5, pool_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 0.5,
+        pool_kwargs: dict[str, Any] | None = None,
+        client: Callable[[], redis.Redis] | None = None,
+    ) -> None:
         self.url = url
+        #: Makes the listener's client (e.g. one that asks Sentinel for the primary); None: one from ``url``.
+        self._client = client
         self.connect_timeout = connect_timeout
         self._pool_kwargs = dict(pool_kwargs or {})
         self._lock = threading.Lock()
@@ -156,9 +166,12 @@ class FillNotifier:
         while not self._stop.is_set():
             try:
                 if pubsub is None:
-                    client = redis.Redis.from_url(
-                        self.url, socket_connect_timeout=self.connect_timeout, **self._pool_kwargs
-                    )
+                    if self._client is not None:
+                        client = self._client()
+                    else:
+                        client = redis.Redis.from_url(
+                            self.url, socket_connect_timeout=self.connect_timeout, **self._pool_kwargs
+                        )
                     pubsub = client.pubsub(ignore_subscribe_messages=False)
                     subscribed = set()
                 with self._lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -20,18 +21,21 @@ __all__ = ["ClusterStream", "Stream"]
 
 
 class Stream:
-    """One connection of its own to ``target`` (a URL) with redis-py pool options ``options``."""
+    """One connection of its own from ``make_pool(options)`` (a redis-py pool with options ``options``; see
+    :meth:`cachewise.transport.connection.Connection.new_pool`)."""
 
     #: Whether a script call may only touch the keys of one hash slot (a Cluster): then a batch is one call per slot.
     by_slot = False
 
-    def __init__(self, target: str, options: dict[str, Any], reply_timeout: float) -> None:
+    def __init__(
+        self, make_pool: Callable[[dict[str, Any]], Any], options: dict[str, Any], reply_timeout: float
+    ) -> None:
         kwargs = dict(options)
         kwargs.pop("max_connections", None)
         kwargs.pop("timeout", None)
         kwargs["socket_timeout"] = reply_timeout
         kwargs["socket_connect_timeout"] = max(kwargs.get("socket_connect_timeout") or 0.0, 5.0)
-        self._pool = redis.ConnectionPool.from_url(target, **kwargs)
+        self._pool = make_pool(kwargs)
         self._conn: Any = self._pool.get_connection()
         self._broken = False
 

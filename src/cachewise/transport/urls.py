@@ -6,6 +6,10 @@
 * ``redis+cluster://[user:password@]host:port[,host:port...]`` and ``rediss+cluster://`` — a Redis/Valkey Cluster
   (the seed nodes; the rest of the topology is discovered); ``embedded+cluster://`` — a private local cluster
   (3 primaries, 3 replicas) started from the embedded binary.
+* ``redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]`` — the primary of a
+  Sentinel-managed set (the sentinels' addresses; ``?sentinel_password=`` for sentinels that need one, the
+  user-info or ``?password=`` for the data nodes); ``embedded+sentinel://`` — a private local set (1 primary,
+  1 replica, 3 sentinels) started from the embedded binary.
 
 ``CACHEWISE_URL`` is used when code passes no URL.
 """
@@ -23,7 +27,17 @@ __all__ = ["DEFAULT_URL", "ENV_VAR", "ServerAddress", "parse_url", "redact"]
 
 ENV_VAR = "CACHEWISE_URL"
 DEFAULT_URL = "embedded://"
-_SCHEMES = ("embedded", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "embedded+cluster")
+_SCHEMES = (
+    "embedded",
+    "redis",
+    "rediss",
+    "unix",
+    "redis+cluster",
+    "rediss+cluster",
+    "embedded+cluster",
+    "redis+sentinel",
+    "embedded+sentinel",
+)
 
 
 @dataclass(frozen=True)
@@ -34,13 +48,23 @@ class ServerAddress:
     scheme: str
     #: For ``embedded://``: the directory to keep the server in (None: a private temporary one).
     directory: str | None = None
-    #: For a cluster URL: the seed nodes, and the client options the URL gives (username, password, ssl).
+    #: For a cluster URL: the seed nodes (for a Sentinel URL: the sentinels), and the client options the URL gives
+    #: (username, password, ssl).
     seeds: tuple[tuple[str, int], ...] = ()
     options: tuple[tuple[str, Any], ...] = ()
+    #: For a Sentinel URL: the monitored service's name, its database, and the sentinels' own options
+    #: (``sentinel_password``, ``sentinel_username``).
+    service: str = ""
+    db: int = 0
+    sentinel_options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def cluster(self) -> bool:
         return self.scheme.endswith("+cluster")
+
+    @property
+    def sentinel(self) -> bool:
+        return self.scheme.endswith("+sentinel")
 
     @property
     def params(self) -> dict[str, Any]:
@@ -67,10 +91,12 @@ def parse_url(url: str | None) -> ServerAddress:
             f"cannot use server URL {redact(url)!r}: the scheme must be one of "
             + ", ".join(f"{s}://" for s in _SCHEMES)
         )
-    if scheme == "embedded+cluster":
+    if scheme in ("embedded+cluster", "embedded+sentinel"):
         return ServerAddress(url=url, scheme=scheme)
     if scheme in ("redis+cluster", "rediss+cluster"):
         return _cluster_address(url, scheme)
+    if scheme == "redis+sentinel":
+        return _sentinel_address(url, scheme)
     if scheme == "embedded":
         directory = (parts.netloc + parts.path) or None
         if parts.netloc and not parts.path:
@@ -94,14 +120,56 @@ def parse_url(url: str | None) -> ServerAddress:
 
 def _cluster_address(url: str, scheme: str) -> ServerAddress:
     """``redis+cluster://[user:password@]host:port[,host:port...][?param=value]``."""
-    rest = url.split("://", 1)[1]
-    rest, _, query = rest.partition("?")
-    rest = rest.rstrip("/")
+    rest, query = _split(url)
     if "/" in rest:
         raise ConfigurationError(
             f"cluster URL {redact(url)!r} names a database: a Redis Cluster has only database 0, drop the '/...'"
         )
     userinfo, _, hosts = rest.rpartition("@")
+    options = _credentials(userinfo, query)
+    if scheme == "rediss+cluster":
+        options.append(("ssl", True))
+    seeds = _hosts(hosts, url, "cluster URL", "redis+cluster://10.0.0.1:7000,10.0.0.2:7000")
+    return ServerAddress(url=url, scheme=scheme, seeds=seeds, options=tuple(options))
+
+
+def _sentinel_address(url: str, scheme: str) -> ServerAddress:
+    """``redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db][?param=value]``."""
+    example = "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/0"
+    rest, query = _split(url)
+    userinfo, _, located = rest.rpartition("@")
+    hosts, _, path = located.partition("/")
+    service, _, db = path.partition("/")
+    if not service:
+        raise ConfigurationError(
+            f"Sentinel URL {redact(url)!r} names no service: give the monitored primary's name after the hosts, "
+            f"e.g. {example}"
+        )
+    if db and not db.isdigit():
+        raise ConfigurationError(f"Sentinel URL {redact(url)!r}: the database must be a number, e.g. {example}")
+    sentinel_options = [
+        (key, value) for key, value in parse_qsl(query) if key in ("sentinel_password", "sentinel_username")
+    ]
+    seeds = _hosts(hosts, url, "Sentinel URL", example)
+    return ServerAddress(
+        url=url,
+        scheme=scheme,
+        seeds=seeds,
+        options=tuple(_credentials(userinfo, query)),
+        service=unquote(service),
+        db=int(db or 0),
+        sentinel_options=tuple(sentinel_options),
+    )
+
+
+def _split(url: str) -> tuple[str, str]:
+    """What follows the scheme of a many-host URL, without trailing slashes, and its query."""
+    rest, _, query = url.split("://", 1)[1].partition("?")
+    return rest.rstrip("/"), query
+
+
+def _credentials(userinfo: str, query: str) -> list[tuple[str, Any]]:
+    """The data nodes' username and password, from the user-info or the query."""
     options: list[tuple[str, Any]] = []
     if userinfo:
         user, _, password = userinfo.partition(":")
@@ -112,21 +180,20 @@ def _cluster_address(url: str, scheme: str) -> ServerAddress:
     for key, value in parse_qsl(query):
         if key in ("password", "username"):
             options.append((key, value))
-    if scheme == "rediss+cluster":
-        options.append(("ssl", True))
+    return options
+
+
+def _hosts(hosts: str, url: str, what: str, example: str) -> tuple[tuple[str, int], ...]:
     seeds = []
     for item in hosts.split(","):
         host, sep, port = item.strip().rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise ConfigurationError(
-                f"cluster URL {redact(url)!r}: each seed must be host:port, e.g. "
-                "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
-            )
+            raise ConfigurationError(f"{what} {redact(url)!r}: each host must be host:port, e.g. {example}")
         seeds.append((host.strip("[]"), int(port)))
-    return ServerAddress(url=url, scheme=scheme, seeds=tuple(seeds), options=tuple(options))
+    return tuple(seeds)
 
 
-_SECRET_PARAMS = ("password", "pass", "pwd", "auth", "ssl_password", "token")
+_SECRET_PARAMS = ("password", "pass", "pwd", "auth", "ssl_password", "token", "sentinel_password")
 
 
 def redact(url: str) -> str:
