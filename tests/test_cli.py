@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -236,3 +237,40 @@ def test_features_materialize_command(server_url: str, unique_namespace: str, tm
         client.close()
     bad = CliRunner().invoke(app, [*args[:-4], "--ttl", "soon", "--url", server_url])
     assert bad.exit_code != 0 and "not a duration" in bad.output
+
+
+@pytest.mark.parametrize("kind", ["--cluster", "--sentinel"])
+def test_server_runs_a_shared_local_topology_until_stopped(kind: str, unique_namespace: str) -> None:
+    """``cachewise server --cluster`` (or ``--sentinel``) prints a URL that other processes share, and stops every
+    server it started when it is told to."""
+    import signal
+    import subprocess
+    import sys
+
+    from cachewise import Cache
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from cachewise.cli import main; main()", "server", kind],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("serving redis+"), line
+        url = line.split(" ", 1)[1]
+        writer = f"from cachewise import Cache\nwith Cache({url!r}, namespace={unique_namespace!r}) as c:\n"
+        writer += "    assert c.set('shared', 41, ttl=30)\n"
+        subprocess.run([sys.executable, "-c", writer], check=True, timeout=60)
+        with Cache(url, namespace=unique_namespace) as cache:
+            assert cache.get("shared") == 41  # written by another process
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert "stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    host, port = url.split("://", 1)[1].split(",")[0].split("/")[0].rsplit(":", 1)
+    with pytest.raises(redis.ConnectionError):  # nothing left listening
+        redis.Redis(host=host, port=int(port), socket_connect_timeout=1).ping()

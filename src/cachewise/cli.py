@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -44,8 +45,14 @@ def demo(
         Path | None,
         typer.Option(help="Keep the SQLite database in this file (reused next time); default: a temporary file."),
     ] = None,
+    cluster: Annotated[
+        bool,
+        typer.Option("--cluster", help="Run on a private local Redis Cluster (embedded+cluster://) unless --url."),
+    ] = False,
 ) -> None:
     """Every cache pattern of the guide, against a real server and a real SQLite database, with measured numbers."""
+    if cluster and url is None:
+        url = "embedded+cluster://"
     sizes = DemoSizes.quick() if quick else replace(DemoSizes(), products=products, users=users, purchases=purchases)
     console = Console()
     try:
@@ -115,6 +122,50 @@ def parse_duration(text: str) -> float:
     if value <= 0:
         raise typer.BadParameter("a TTL must be positive")
     return value
+
+
+@app.command()
+def server(
+    cluster: Annotated[
+        bool, typer.Option("--cluster", help="A Redis Cluster: 3 primaries and 3 replicas on loopback ports.")
+    ] = False,
+    sentinel: Annotated[
+        bool, typer.Option("--sentinel", help="A Sentinel set: 1 primary, 1 replica and 3 sentinels.")
+    ] = False,
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="One server: keep it in this folder (its URL is embedded:///<folder>)."),
+    ] = None,
+) -> None:
+    """Run a local server from the embedded Valkey binary until Ctrl-C, for several local processes to share; prints
+    the URL to give them (CACHEWISE_URL=... or --url ...)."""
+    import signal
+    import threading
+
+    from .server.cluster import EmbeddedCluster
+    from .server.embedded import EmbeddedServer
+    from .server.sentinel import EmbeddedSentinel
+
+    if cluster and sentinel:
+        raise typer.BadParameter("choose one of --cluster and --sentinel")
+    running: EmbeddedCluster | EmbeddedSentinel | EmbeddedServer
+    if cluster:
+        running = EmbeddedCluster()
+    elif sentinel:
+        running = EmbeddedSentinel()
+    else:
+        running = EmbeddedServer(directory)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with running:
+        url = (
+            f"embedded:///{directory.resolve()}" if directory is not None and not (cluster or sentinel) else running.url
+        )
+        typer.echo(f"serving {url}")
+        typer.echo("press Ctrl-C to stop")
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    typer.echo("stopped")
 
 
 @app.command()
