@@ -26,17 +26,24 @@ import redis
 from cachewise import Cache
 from cachewise.server.cluster import EmbeddedCluster
 from cachewise.server.embedded import EmbeddedServer
+from cachewise.server.sentinel import EmbeddedSentinel
 from tests.modes import MODES, Mode
 
 SYSTEM_REDIS = os.environ.get("CACHEWISE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SYSTEM_POSTGRES = os.environ.get("CACHEWISE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-SERVER_KINDS = ("embedded", "redis", "cluster")
+SERVER_KINDS = ("embedded", "redis", "cluster", "sentinel")
 
 
 def client_for(url: str) -> redis.Redis:
     """A plain redis-py client of ``url``: ``redis.Redis``, or ``RedisCluster`` for a cluster URL (it routes by slot,
     scans every primary and splits multi-key deletes)."""
+    if url.startswith("redis+sentinel://"):
+        from redis.sentinel import Sentinel
+
+        hosts, service = url.split("://", 1)[1].split("/")[:2]
+        seeds = [(h, int(p)) for h, p in (item.rsplit(":", 1) for item in hosts.split(","))]
+        return Sentinel(seeds, socket_timeout=2).master_for(service, socket_timeout=2)  # type: ignore[no-any-return]
     if url.startswith("redis+cluster://"):
         from redis.cluster import ClusterNode, RedisCluster
 
@@ -99,6 +106,13 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def sentinel_url() -> Iterator[str]:
+    """A local Sentinel set (1 primary, 1 replica, 3 sentinels) from the embedded binary, started once per session."""
+    with EmbeddedSentinel() as sentinels:
+        yield sentinels.url
+
+
+@pytest.fixture(scope="session")
 def cluster_url() -> Iterator[str]:
     """A local Redis Cluster (3 primaries, 3 replicas) from the embedded binary, started once per session."""
     with EmbeddedCluster() as cluster:
@@ -126,7 +140,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(params=SERVER_KINDS, scope="session")
 def server_url(request: pytest.FixtureRequest) -> str:
-    """A real server's URL: the embedded Valkey, the system Redis, a local Cluster (3 primaries, 3 replicas)."""
+    """A real server's URL: the embedded Valkey, the system Redis, a local Cluster (3 primaries, 3 replicas), a local
+    Sentinel set (1 primary, 1 replica, 3 sentinels)."""
     url: str = request.getfixturevalue(f"{request.param}_url")
     return url
 

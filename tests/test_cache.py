@@ -260,7 +260,7 @@ def test_counters_outlive_their_entries(cache: Cache, raw: redis.Redis, mode: Mo
     c.set("product:2", 2, ttl=50, tags=("t",))
     c.set("product:3", 3, ttl=20, tags=("t",))
     ns = cache.namespace
-    for counter in (f"{ns}:_cw:v", f"{ns}:_cw:v:product", f"{ns}:_cw:t:t"):
+    for counter in (f"{ns}:_cw:{{{ns}}}v", f"{ns}:_cw:{{{ns}}}v:product", f"{ns}:_cw:{{{ns}}}t:t"):
         assert raw.pttl(counter) > 49_000, counter
 
 

@@ -42,6 +42,8 @@ class Workload:
         self.errors: list[BaseException] = []
         self.wrong: list[str] = []
         self.calls = 0
+        #: Per worker, the count of its last write the cache took.
+        self.last = [0] * WORKERS
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(WORKERS)]
@@ -70,7 +72,8 @@ class Workload:
                 # lost (asynchronous replication; see the README), and an older value under the same key would
                 # come back
                 key = f"w:{n}:{count}"
-                self.cache.set(key, count, ttl=30)
+                if self.cache.set(key, count, ttl=30):
+                    self.last[n] = count
                 back = self.cache.get(key)
                 if back is not None and back != count:
                     self._note(f"{key}: wrote {count}, read {back!r}")
@@ -168,6 +171,9 @@ def test_a_killed_cluster_primary_fails_open_then_hits_resume_on_the_promoted_re
             resumed_at = wait_for(probe_hits(cache, "probe", "here"), 10, "hits on the promoted replica")
             time.sleep(0.5)  # and the workers keep going on the new topology
         load.check()
+        print(
+            f"cluster: promoted after {promoted_at - killed_at:.2f} s, hits back {resumed_at - promoted_at:.2f} s later"
+        )
         assert resumed_at - promoted_at <= RESUME_WITHIN, (
             f"hits resumed {resumed_at - promoted_at:.2f} s after the promotion "
             f"(failover took {promoted_at - killed_at:.2f} s)"
@@ -200,6 +206,7 @@ def test_a_sentinel_failover_fails_open_then_hits_resume_on_the_new_primary(
         assert cache.set("probe", "here", ttl=300)
         old = own_sentinel.primary()
         with redis.Redis(port=old.port, socket_timeout=2) as client:
+            assert client.get(cache.keyspace.entry("probe")) is not None  # on the set's primary, nowhere else
             client.execute_command("WAIT", 1, 2000)  # the replica has it before the failover
         with Workload(cache) as load:
             time.sleep(0.5)
@@ -212,6 +219,10 @@ def test_a_sentinel_failover_fails_open_then_hits_resume_on_the_new_primary(
             resumed_at = wait_for(probe_hits(cache, "probe", "here"), 10, "hits on the new primary")
             time.sleep(0.5)
         load.check()
+        new = own_sentinel.primary()
+        with redis.Redis(port=new.port, socket_timeout=2) as client:  # the workers wrote to the new primary
+            assert client.get(cache.keyspace.entry(f"w:0:{load.last[0]}")) is not None
+        print(f"{how}: promoted after {promoted_at - started:.2f} s, hits back {resumed_at - promoted_at:.2f} s later")
         assert resumed_at - promoted_at <= RESUME_WITHIN, (
             f"hits resumed {resumed_at - promoted_at:.2f} s after the promotion "
             f"(failover took {promoted_at - started:.2f} s)"

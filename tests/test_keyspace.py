@@ -12,9 +12,9 @@ def test_layout() -> None:
     ks = KeySpace("shop")
     assert ks.entry("product:42") == "shop:product:42"
     assert ks.group_of("product:42") == "product" and ks.group_of("plain") == "plain"
-    assert ks.namespace_version == "shop:_cw:v"
-    assert ks.group_version("product") == "shop:_cw:v:product"
-    assert ks.tag_version("sales 2026") == "shop:_cw:t:sales%202026"
+    assert ks.namespace_version == "shop:_cw:{shop}v"
+    assert ks.group_version("product") == "shop:_cw:{shop}v:product"
+    assert ks.tag_version("sales 2026") == "shop:_cw:{shop}t:sales%202026"
     assert ks.owns("shop:x") and not ks.owns("shopping:x")
 
 

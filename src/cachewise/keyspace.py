@@ -17,7 +17,10 @@ spreads everything else:
 * an entry and its **lease** share a slot: the lease is ``shop:_cw:l:{shop:product:42}``, whose hash tag is the
   entry's whole key.  An entry whose user key contains a brace gets a tag of its own, a digest of the key
   (``shop:{3fa2c1d0e5b7}we{ir}d``), since the user's braces would otherwise pick its slot;
-* each **counter** is a key of its own (its own slot), so the entries of one namespace spread over every slot;
+* the **counters** (namespace and group versions, tags) are keys of their own, apart from the entries, so the entries
+  of one namespace spread over every slot; they share one slot (their hash tag is the namespace,
+  ``shop:_cw:{shop}v``): every hit of the namespace reads its namespace counter anyway, so the others add no node to
+  the read — a hit touches at most two nodes, the entry's and the counters' — and ``counters.lua`` is one call;
 * a **session** and the session its id is rotated to share a slot: the key's hash tag is the first three characters
   of the id, which a rotation keeps (:mod:`cachewise.sessions`); each user's **index** of sessions has its own slot;
 * a **feature** entity's hash has its own slot; **rate-limit** state is one key per limit and identity, the
@@ -75,6 +78,8 @@ class KeySpace:
     prefix: str = field(init=False)
     #: Prefix of cachewise's own keys in this namespace.
     internal: str = field(init=False)
+    #: What every version and tag counter of the namespace starts with; its hash tag is the namespace.
+    counters_prefix: str = field(init=False)
     #: The counter that :meth:`Cache.bump_version` with no argument increments.
     namespace_version: str = field(init=False)
     #: A SCAN ``MATCH`` pattern for every key of the namespace.
@@ -92,7 +97,9 @@ class KeySpace:
         internal = f"{prefix}{INTERNAL}:"
         object.__setattr__(self, "prefix", prefix)
         object.__setattr__(self, "internal", internal)
-        object.__setattr__(self, "namespace_version", f"{internal}v")
+        counters = f"{internal}{{{self.namespace}}}"  # every counter of the namespace: one hash slot
+        object.__setattr__(self, "counters_prefix", counters)
+        object.__setattr__(self, "namespace_version", f"{counters}v")
         object.__setattr__(self, "pattern", prefix + "*")  # namespaces hold no glob characters
         object.__setattr__(self, "fill_channel", f"{internal}fill")
 
@@ -131,7 +138,7 @@ class KeySpace:
                 f"a version group is the first segment of a key (e.g. 'product' for 'product:42'), got {group!r};"
                 " to invalidate a finer set of keys, give them a tag and call invalidate_tags()"
             )
-        return self.internal + _quoted(group)
+        return self.counters_prefix + _quoted(group)
 
     def tag_version(self, tag: str) -> str:
         """The counter that ``invalidate_tags(tag)`` increments."""
@@ -139,7 +146,7 @@ class KeySpace:
 
     def tag_counter(self, token: str) -> str:
         """The counter of a tag given as its token (:func:`tag_token`, as stored in entry headers)."""
-        return f"{self.internal}t:{token}"
+        return f"{self.counters_prefix}t:{token}"
 
     # -- the other components' keys ---------------------------------------------------------------------------
     def ratelimit(self, limiter: str, spec: str, identity: str) -> str:

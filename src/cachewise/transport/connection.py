@@ -28,7 +28,7 @@ from ..errors import ConfigurationError
 from ..server.embedded import EmbeddedServer, release_server, shared_server
 from .notify import FillNotifier
 from .pool import LeanPool
-from .sentinel import SentinelTarget
+from .sentinel import PrimaryWatch, SentinelTarget
 from .urls import ServerAddress, parse_url, redact
 
 __all__ = ["ClientOptions", "Connection", "aread_replies", "read_replies"]
@@ -98,7 +98,7 @@ class _LoopClient:
     command) then costs an integer compare instead of a coroutine.  Only one event loop touches it.
     """
 
-    __slots__ = ("busy", "client", "closed", "idle", "size", "waiting")
+    __slots__ = ("busy", "client", "closed", "epoch", "idle", "size", "waiting")
 
     def __init__(self, client: redis.asyncio.Redis, size: int) -> None:
         self.client = client
@@ -109,6 +109,8 @@ class _LoopClient:
         #: records metrics on every checkout; this list, bounded by ``busy``/``size``, does not.
         self.idle: list[Any] = []
         self.closed = False
+        #: The connection's primary epoch its idle connections belong to (Sentinel: see ``Connection.apipelined``).
+        self.epoch = 0
 
     def checkout(self) -> Any:
         """An idle connection of the packed-command path, or a new one (it connects on first use)."""
@@ -197,6 +199,12 @@ class Connection:
         self._notifier: FillNotifier | None = None
         self._notifier_lock = threading.Lock()
         self.closed = False
+        #: How many times the sentinels named a new primary (the asyncio pools drop connections of an older one).
+        self._primary_epoch = 0
+        self._watch: PrimaryWatch | None = None
+        if self.sentinel is not None:
+            me = weakref.ref(self)
+            self._watch = PrimaryWatch(self.sentinel, lambda: (c := me()) is not None and c._primary_switched())
 
     def new_pool(self, kwargs: dict[str, Any], *, blocking: bool = False) -> redis.ConnectionPool:
         """A redis-py pool of connections to the server (to the current primary, for a Sentinel URL), with pool
@@ -211,6 +219,17 @@ class Connection:
         if self.sentinel is not None:
             return self.sentinel.async_pool(kwargs)
         return redis.asyncio.ConnectionPool.from_url(self._target, **kwargs)
+
+    def _primary_switched(self) -> bool:
+        """The sentinels name another primary: every idle connection (to the old one) goes, the ones in use go when
+        they come back; the next ones connect to the new primary.  False once closed."""
+        if self.closed:
+            return False
+        self._primary_epoch += 1
+        self._lean.close()
+        with contextlib.suppress(Exception):
+            self.sync.connection_pool.disconnect(inuse_connections=False)
+        return True
 
     def _release_server(self) -> None:
         server, self.server = self.server, None
@@ -298,6 +317,11 @@ class Connection:
     async def apipelined(self, payload: bytes, count: int) -> list[Any]:
         """:meth:`pipelined` with the running loop's client (bounded like :meth:`acommand`)."""
         entry = await self._acquire()
+        if entry.epoch != self._primary_epoch:  # the sentinels named a new primary: drop the old one's connections
+            stale, entry.idle, entry.epoch = entry.idle, [], self._primary_epoch
+            for old in stale:
+                with contextlib.suppress(Exception):
+                    await old.disconnect()
         try:
             for attempt in (1, 2):
                 conn = entry.checkout()
@@ -314,7 +338,7 @@ class Connection:
                     await conn.disconnect()
                     raise
                 finally:
-                    if entry.closed:  # the loop's pool was closed while this command ran
+                    if entry.closed or entry.epoch != self._primary_epoch:  # closed, or the primary changed
                         await conn.disconnect()
                     else:
                         entry.idle.append(conn)  # a disconnected one reconnects on its next use
@@ -363,6 +387,8 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        if self._watch is not None:
+            self._watch.stop()
         with contextlib.suppress(Exception):
             self._lean.close()
         with contextlib.suppress(Exception):
