@@ -120,7 +120,7 @@ def cluster_url() -> Iterator[str]:
 
 
 #: The kinds that are many servers behind one URL: a test marked ``one_server`` is not run on them.
-MANY_SERVER_KINDS = ("cluster",)
+MANY_SERVER_KINDS = ("cluster", "sentinel")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

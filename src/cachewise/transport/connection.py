@@ -413,6 +413,10 @@ class Connection:
                     await conn.disconnect()
             with contextlib.suppress(Exception):
                 await entry.client.aclose()
+            manager = getattr(entry.client.connection_pool, "sentinel_manager", None)
+            for sentinel in getattr(manager, "sentinels", ()):  # a Sentinel URL: this loop's clients of the sentinels
+                with contextlib.suppress(Exception):
+                    await sentinel.aclose()
 
     async def aclose(self) -> None:
         """Close the running loop's asyncio pool, then everything :meth:`close` closes."""
