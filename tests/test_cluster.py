@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -123,3 +124,44 @@ def test_embedded_cluster_url_starts_a_private_cluster_and_stops_it() -> None:
         assert cache.set("k", 1, ttl=30) and cache.get("k") == 1
         processes = [node.process for node in cluster.nodes]
     assert all(p is not None and p.poll() is not None for p in processes)  # no orphan servers
+
+
+def test_waiters_are_woken_on_sharded_pubsub(ccache: Cache, cluster_url: str, unique_namespace: str) -> None:
+    """A fill is announced with ``SPUBLISH`` on the entry's own shard channel (in its slot: one shard, not the whole
+    cluster), to which a waiter of another cache subscribed on that node; no classic ``PUBLISH`` is sent."""
+    client: Any = client_for(cluster_url)
+    entry = ccache.keyspace.entry("slow")
+    channel = ccache.keyspace.fill_channel_of(entry)
+    assert "{" in channel and ccache.connection.sharded_pubsub
+    node = client.get_node_from_key(entry)
+    assert client.get_node_from_key(channel).name == node.name  # the channel is in the entry's slot
+
+    def calls(command: str) -> int:
+        per_node = client.info("commandstats", target_nodes=client.PRIMARIES)
+        return sum(int(info.get(f"cmdstat_{command}", {}).get("calls", 0)) for info in per_node.values())
+
+    published, spublished = calls("publish"), calls("spublish")
+    started = threading.Event()
+    seen: list[str] = []
+
+    def slow() -> str:
+        started.set()
+        time.sleep(0.5)
+        return "v"
+
+    leader = threading.Thread(target=lambda: ccache.get_or_set("slow", slow, ttl=60))
+    leader.start()
+    try:
+        assert started.wait(10)
+        with Cache(cluster_url, namespace=unique_namespace) as other:
+            assert other.get_or_set("slow", lambda: seen.append("loaded") or "mine", ttl=60) == "v"
+            subscribed = client.execute_command("PUBSUB", "SHARDCHANNELS", target_nodes=node)
+            total = other.stats().total
+            assert other.connection.notifier.sharded
+    finally:
+        leader.join(10)
+        client.close()
+    assert seen == []  # it waited for the leader instead of loading
+    assert total.waits >= 1 and total.wait_timeouts == 0
+    assert channel.encode() in subscribed
+    assert calls("spublish") > spublished and calls("publish") == published

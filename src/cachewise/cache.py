@@ -87,7 +87,6 @@ class Cache:
             max_connections, breaker_threshold, breaker_reset, max_value_bytes, signing_key, client_options,
         )  # fmt: skip
         self.settings = settings
-        self.keyspace = KeySpace(namespace)
         self.namespace = namespace
         self.serializer = settings.make_serializer()
         self._signer = settings.make_signer()
@@ -98,6 +97,8 @@ class Cache:
         stats, errors = StatsRegistry(namespace), ErrorLog()
         self._stats = stats
         self.connection = connect(url, settings.client())
+        #: Where every key lives; on a Cluster, fills are announced on sharded pub/sub.
+        self.keyspace = KeySpace(namespace, sharded_fills=self.connection.sharded_pubsub)
         #: What components built on this cache (rate limiter, sessions, feature store, yours) report through.
         self.report = Reporter(stats, errors, self.connection.breaker)
         #: The one guarded path to the server: components built on this cache send their commands through it.

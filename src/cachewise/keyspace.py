@@ -75,6 +75,9 @@ class KeySpace:
     """The keys of one namespace."""
 
     namespace: str
+    #: Wake-ups on sharded pub/sub (a Cluster): each entry's fills go to a shard channel in the entry's slot
+    #: (:meth:`fill_channel_of`), published with ``SPUBLISH``, instead of the namespace's one classic channel.
+    sharded_fills: bool = False
     prefix: str = field(init=False)
     #: Prefix of cachewise's own keys in this namespace.
     internal: str = field(init=False)
@@ -121,9 +124,18 @@ class KeySpace:
     def lease(self, entry: str) -> str:
         """The lease key of an entry (its server key, from :meth:`entry`): who is loading it right now.  It shares the
         entry's hash slot."""
+        return self._beside(entry, "l:")
+
+    def fill_channel_of(self, entry: str) -> str:
+        """The pub/sub channel a fill of ``entry`` is announced on: the namespace's :attr:`fill_channel`, or with
+        :attr:`sharded_fills` a shard channel in the entry's slot (it holds a hash tag: scripts ``SPUBLISH`` it)."""
+        return self._beside(entry, "f:") if self.sharded_fills else self.fill_channel
+
+    def _beside(self, entry: str, kind: str) -> str:
+        """A name in the slot of ``entry``."""
         if "{" in entry:  # the entry carries its own tag (first in it, after the namespace): keep it first here
-            return f"{self.internal}l:{entry}"
-        return f"{self.internal}l:{{{entry}}}"
+            return f"{self.internal}{kind}{entry}"
+        return f"{self.internal}{kind}{{{entry}}}"
 
     @staticmethod
     def group_of(key: str) -> str:

@@ -52,14 +52,15 @@ class Driver:
         flights: LocalFlights,
         keeper: LeaseKeeper,
         notifier: Callable[[], FillNotifier],
-        channel: str,
+        channel_of: Callable[[str], str],
         report: Reporter,
     ) -> None:
         self.executor = executor
         self.flights = flights
         self.keeper = keeper
         self._notifier = notifier
-        self._channel = channel
+        #: The fill channel of an entry (the namespace's, or on a Cluster the entry's shard channel).
+        self._channel_of = channel_of
         self._report = report
         #: Background refreshes in flight (async code); :meth:`aclose` waits for them.
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -102,8 +103,8 @@ class Driver:
                 if state.lead is not None:
                     self.flights.share(state.lead, payload, sent_at)
                 return None
-            case Listen():
-                return self._notifier().ensure(self._channel)
+            case Listen(entry):
+                return self._notifier().ensure(self._channel_of(entry))
             case Wait(entry, timeout, since):
                 notifier = self._notifier()
                 waiter = notifier.register(entry)
@@ -125,11 +126,12 @@ class Driver:
                 joined_at = time.monotonic()
                 await flight.await_(timeout)
                 return _followed(flight, joined_at)
-            case Listen():
+            case Listen(entry):
                 notifier = self._notifier()
-                if notifier.ready(self._channel):
+                channel = self._channel_of(entry)
+                if notifier.ready(channel):
                     return True
-                return await asyncio.get_running_loop().run_in_executor(None, notifier.ensure, self._channel)
+                return await asyncio.get_running_loop().run_in_executor(None, notifier.ensure, channel)
             case Wait(entry, timeout, since):
                 notifier = self._notifier()
                 waiter = notifier.register(entry, loop=asyncio.get_running_loop())

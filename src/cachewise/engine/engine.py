@@ -41,7 +41,12 @@ class Engine:
         self.keeper = LeaseKeeper(self._renew)
         connection = executor.connection
         self.driver = Driver(
-            executor, self.flights, self.keeper, lambda: connection.notifier, context.space.fill_channel, context.report
+            executor,
+            self.flights,
+            self.keeper,
+            lambda: connection.notifier,
+            context.space.fill_channel_of,
+            context.report,
         )
 
     # -- reads ------------------------------------------------------------------------------------------------------

@@ -194,7 +194,7 @@ def _single_flight(ctx: Context, req: Request, known: list[Any]) -> Flow[Any]:
         if not listening:
             # First wait of this cache: subscribe now (not before the lease: the holder must not pay for it), then
             # read once more, since the value may have landed while we were subscribing.
-            listening = yield Listen()
+            listening = yield Listen(plan.entry)
         else:
             yield Wait(plan.entry, min(lease.holder_ms / 1000 + 0.05, left), since)
         found = yield from _reread(ctx, req, plan)

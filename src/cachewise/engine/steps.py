@@ -75,7 +75,9 @@ class Share:
 
 @dataclass(frozen=True, slots=True)
 class Listen:
-    """Make sure fill notifications are flowing (subscribe on first use)."""
+    """Make sure fill notifications of ``entry`` are flowing (subscribe to its channel on first use)."""
+
+    entry: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ ACQUIRE = Script.beside(__package__ or __name__, "acquire.lua", prelude=_PRELUDE
 SET = Script.beside(__package__ or __name__, "set.lua", prelude=_PRELUDE)
 EXTEND = Script.beside(__package__ or __name__, "extend.lua", prelude=_PRELUDE)
 RELEASE = Script.beside(__package__ or __name__, "release.lua", prelude=_PRELUDE)
-DELETE = Script.beside(__package__ or __name__, "delete.lua")
+DELETE = Script.beside(__package__ or __name__, "delete.lua", prelude=_PRELUDE)
 COUNTERS = Script.beside(__package__ or __name__, "counters.lua", per_key="columns")
 BUMP = Script.beside(__package__ or __name__, "bump.lua")
 
@@ -160,7 +160,7 @@ def release(space: KeySpace, key: str, token: str, *, skip: bool = False) -> Com
     time is up)."""
     entry = space.entry(key)
     return Command.script(
-        "release", RELEASE, [space.lease(entry)], [token, space.fill_channel, entry, "skip" if skip else ""]
+        "release", RELEASE, [space.lease(entry)], [token, space.fill_channel_of(entry), entry, "skip" if skip else ""]
     )
 
 
@@ -202,7 +202,7 @@ def write(
     entry = space.entry(key)
     meta = f"w={write_id}" if write_id else ""
     args: list[Any] = [ttl_ms, grace_ms, code, load_ms, meta, payload, token, "" if version is None else version]
-    args += (replaces, space.fill_channel, _arg(stamps[0]), _arg(stamps[1]))
+    args += (replaces, space.fill_channel_of(entry), _arg(stamps[0]), _arg(stamps[1]))
     for tag, stamp in zip(tag_tokens, stamps[2:]):
         args += (tag, _arg(stamp))
     return Command.script("write", SET, [entry, space.lease(entry)], args)
@@ -211,7 +211,7 @@ def write(
 def delete(space: KeySpace, key: str) -> Command:
     """Delete ``key`` and void its outstanding lease."""
     entry = space.entry(key)
-    return Command.script("delete", DELETE, [entry, space.lease(entry)], [space.fill_channel])
+    return Command.script("delete", DELETE, [entry, space.lease(entry)], [space.fill_channel_of(entry)])
 
 
 def bump(counters: Sequence[str], name: str) -> Command:

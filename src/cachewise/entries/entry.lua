@@ -75,3 +75,13 @@ end
 local function holds(lease, token)
   return lease and string.sub(lease, 1, #token + 1) == token .. ' '
 end
+
+-- Announce a fill of an entry: on the namespace's channel (PUBLISH), or, for a channel with a hash tag (a Cluster:
+-- the entry's own shard channel, in its slot), with SPUBLISH, which reaches one shard instead of every node.
+local function announce(channel, entry)
+  if string.find(channel, '{', 1, true) then
+    redis.call('SPUBLISH', channel, entry)
+  else
+    redis.call('PUBLISH', channel, entry)
+  end
+end

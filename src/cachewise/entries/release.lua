@@ -9,5 +9,5 @@ if ARGV[4] == 'skip' then
 else
   redis.call('DEL', KEYS[1])
 end
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+announce(ARGV[2], ARGV[3])
 return 1

@@ -34,5 +34,5 @@ local header = table.concat(parts, ' ')
 -- The first write of a script is the one a full server (maxmemory, noeviction) refuses: the entry comes first.
 redis.call('SET', KEYS[1], 'cw1' .. ARGV[3] .. string.format('%04x', #header) .. header .. ARGV[6], 'PX', ttl + grace)
 redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', ARGV[10], KEYS[1])
+announce(ARGV[10], KEYS[1])
 return 1

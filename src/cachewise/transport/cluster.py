@@ -74,6 +74,9 @@ class ClusterConnection:
         )
         self._notifier: FillNotifier | None = None
         self.closed = False
+        #: Whether fills are announced on sharded pub/sub (``SPUBLISH``: Redis 7 and Valkey have it); a cluster of
+        #: older servers gets the classic channel.  Unknown (no node answered yet): assumed so.
+        self.sharded_pubsub = _has_sharded_pubsub(self.sync)
 
     # -- topology ---------------------------------------------------------------------------------------------
     @property
@@ -244,21 +247,33 @@ class ClusterConnection:
     # -- pub/sub, life cycle ----------------------------------------------------------------------------------------
     @property
     def notifier(self) -> FillNotifier:
-        """Wakes waiters on fills.  A classic ``PUBLISH`` in a script reaches every node of a cluster, so this
-        listens on one node (the default one); sharded pub/sub (``SPUBLISH``) is not used yet."""
+        """Wakes waiters on fills: on sharded pub/sub (each entry's shard channel, subscribed on the node of its
+        slot, ``SSUBSCRIBE``) when the servers have it (:attr:`sharded_pubsub`), else on the namespace's classic
+        channel on one node (a classic ``PUBLISH`` reaches every node of a cluster)."""
         with self._lock:
             if self._notifier is None:
-                node: ClusterNode = self._nodes.default_node or self.sync.get_primaries()[0]  # type: ignore[no-untyped-call]
-                scheme = "rediss" if self._kwargs.get("ssl") else "redis"
-                self._notifier = FillNotifier(
-                    f"{scheme}://{node.host}:{node.port}",
-                    connect_timeout=self.options.connect_timeout,
-                    pool_kwargs={
-                        "protocol": 2,
-                        "socket_timeout": max(self.options.timeout, 1.0),
-                        **self.address.params,
-                    },
-                )
+                kwargs = {"protocol": 2, "socket_timeout": max(self.options.timeout, 1.0), **self.address.params}
+                if self.sharded_pubsub:
+                    seeds = [ClusterNode(node.host, node.port) for node in self.sync.get_primaries()]  # type: ignore[no-untyped-call]
+                    self._notifier = FillNotifier(
+                        self.address.url,
+                        connect_timeout=self.options.connect_timeout,
+                        client=lambda: RedisCluster(
+                            startup_nodes=seeds,
+                            require_full_coverage=False,
+                            socket_connect_timeout=self.options.connect_timeout,
+                            **kwargs,
+                        ),
+                        sharded=True,
+                    )
+                else:
+                    node: ClusterNode = self._nodes.default_node or self.sync.get_primaries()[0]  # type: ignore[no-untyped-call]
+                    scheme = "rediss" if self._kwargs.get("ssl") else "redis"
+                    self._notifier = FillNotifier(
+                        f"{scheme}://{node.host}:{node.port}",
+                        connect_timeout=self.options.connect_timeout,
+                        pool_kwargs=kwargs,
+                    )
             return self._notifier
 
     def close(self) -> None:
@@ -291,3 +306,11 @@ class ClusterConnection:
 
     def __repr__(self) -> str:
         return f"ClusterConnection({redact(self.address.url)!r})"
+
+
+def _has_sharded_pubsub(client: RedisCluster) -> bool:
+    try:
+        version = str(client.info("server", target_nodes=RedisCluster.RANDOM).get("redis_version", "7"))
+    except Exception:
+        return True
+    return int(version.split(".")[0]) >= 7

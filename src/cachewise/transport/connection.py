@@ -199,6 +199,8 @@ class Connection:
         self._notifier: FillNotifier | None = None
         self._notifier_lock = threading.Lock()
         self.closed = False
+        #: Fills are announced on the namespace's classic channel (sharded pub/sub is a Cluster's).
+        self.sharded_pubsub = False
         #: How many times the sentinels named a new primary (the asyncio pools drop connections of an older one).
         self._primary_epoch = 0
         self._watch: PrimaryWatch | None = None

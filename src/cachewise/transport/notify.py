@@ -30,6 +30,9 @@ _POLL = 0.05  # seconds the thread blocks reading before it looks for new subscr
 _RECENT_MAX = 10_000
 _RECENT_KEEP = 30.0
 _RETRY_AFTER = 1.0  # seconds during which a failed subscription is not waited for again
+_SHARD_POLL = 0.01  # sharded: each read polls one node's connection (round robin), so shorter
+_MAX_SHARDS = 4096  # sharded: past this many shard channels, those not asked for in _SHARD_KEEP s are dropped
+_SHARD_KEEP = 60.0
 
 
 @dataclass(eq=False)
@@ -70,11 +73,16 @@ class FillNotifier:
         *,
         connect_timeout: float = 0.5,
         pool_kwargs: dict[str, Any] | None = None,
-        client: Callable[[], redis.Redis] | None = None,
+        client: Callable[[], Any] | None = None,
+        sharded: bool = False,
     ) -> None:
         self.url = url
         #: Makes the listener's client (e.g. one that asks Sentinel for the primary); None: one from ``url``.
         self._client = client
+        #: Shard channels (``SSUBSCRIBE``, a Cluster's sharded pub/sub: one channel per entry, in its slot; the
+        #: client is then a ``RedisCluster``), rather than classic ones.
+        self.sharded = sharded
+        self._asked: dict[str, float] = {}
         self.connect_timeout = connect_timeout
         self._pool_kwargs = dict(pool_kwargs or {})
         self._lock = threading.Lock()
@@ -103,6 +111,8 @@ class FillNotifier:
         deadline = now + (timeout if timeout is not None else 2 * self.connect_timeout + 0.5)
         with self._changed:
             self._wanted.add(channel)
+            if self.sharded:
+                self._asked[channel] = now
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
                 self._thread = threading.Thread(target=self._listen, name="cachewise-notify", daemon=True)
@@ -159,7 +169,7 @@ class FillNotifier:
 
     # -- the listening thread -----------------------------------------------------------------------------------
     def _listen(self) -> None:
-        client: redis.Redis | None = None
+        client: Any = None
         pubsub: Any = None
         subscribed: set[str] = set()
         backoff = 0.05
@@ -177,9 +187,14 @@ class FillNotifier:
                 with self._lock:
                     missing = self._wanted - subscribed
                 if missing:
-                    pubsub.subscribe(*missing)
+                    (pubsub.ssubscribe if self.sharded else pubsub.subscribe)(*missing)
                     subscribed |= missing
-                message = pubsub.get_message(timeout=_POLL)
+                if self.sharded:
+                    message = pubsub.get_sharded_message(timeout=_SHARD_POLL)
+                    if len(subscribed) > _MAX_SHARDS:
+                        subscribed -= self._drop_old_shards(pubsub)
+                else:
+                    message = pubsub.get_message(timeout=_POLL)
                 if message is not None:
                     self._handle(message)
                 backoff = 0.05
@@ -193,14 +208,28 @@ class FillNotifier:
                 backoff = min(1.0, backoff * 2)
         _close_quietly(pubsub, client)
 
+    def _drop_old_shards(self, pubsub: Any) -> set[str]:
+        """Unsubscribe the shard channels nobody asked for lately (an entry waited for once is rarely waited for
+        again soon); the ones dropped."""
+        cutoff = time.monotonic() - _SHARD_KEEP
+        with self._lock:
+            old = {c for c, at in self._asked.items() if at < cutoff}
+            for channel in old:
+                del self._asked[channel]
+            self._wanted -= old
+            self._confirmed -= old
+        if old:
+            pubsub.sunsubscribe(*old)
+        return old
+
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
-        if kind == "subscribe":
+        if kind in ("subscribe", "ssubscribe"):
             channel = message["channel"]
             with self._changed:
                 self._confirmed.add(channel.decode() if isinstance(channel, bytes) else channel)
                 self._changed.notify_all()
-        elif kind == "message":
+        elif kind in ("message", "smessage"):
             data = message["data"]
             key = data.decode() if isinstance(data, bytes) else str(data)
             now = time.monotonic()
