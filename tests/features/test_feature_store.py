@@ -70,6 +70,10 @@ def _query(table: str, *, with_count: bool = True, where: bool = False) -> str:
     return f"SELECT {columns} FROM {table}{condition} GROUP BY user_id"
 
 
+@pytest.mark.one_server(
+    "a volume test of one server's streaming (200k rows, 4 variants); on a cluster and behind Sentinel materialise is "
+    "checked by the other tests of this file"
+)
 def test_materialize_sql_200k_users(
     purchases: tuple[sa.Engine, str], cache: Cache, raw: redis.Redis, unique_namespace: str, mode: Mode
 ) -> None:
