@@ -165,3 +165,26 @@ def test_waiters_are_woken_on_sharded_pubsub(ccache: Cache, cluster_url: str, un
     assert total.waits >= 1 and total.wait_timeouts == 0
     assert channel.encode() in subscribed
     assert calls("spublish") > spublished and calls("publish") == published
+
+
+def test_a_burst_of_threads_is_bounded_by_max_connections_per_node(cluster_url: str, unique_namespace: str) -> None:
+    """300 threads at once open at most ``max_connections`` connections to each node (the others wait for a free
+    one), and every call is answered from the cache: none fails for want of a connection."""
+    with Cache(cluster_url, namespace=unique_namespace, max_connections=4) as cache:
+        for i in range(30):
+            assert cache.set(f"k:{i}", i, ttl=60)
+        barrier = threading.Barrier(300)
+        got: list[Any] = []
+
+        def call(n: int) -> None:
+            barrier.wait()
+            got.append(cache.get(f"k:{n % 30}") == n % 30)
+
+        threads = [threading.Thread(target=call, args=(n,)) for n in range(300)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        pools = cache.connection._lean  # type: ignore[union-attr]
+        assert got == [True] * 300 and cache.stats().total.errors == 0
+        assert pools and all(pool._created <= 4 for pool in pools.values()), {n: p._created for n, p in pools.items()}

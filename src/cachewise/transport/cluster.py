@@ -30,6 +30,7 @@ from ..breaker import CircuitBreaker
 from .command import Command
 from .connection import aread_replies, read_replies
 from .notify import FillNotifier
+from .pool import LeanPool
 from .routes import Piece, Route, merge, route
 from .urls import ServerAddress, redact
 
@@ -72,7 +73,12 @@ class ClusterConnection:
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, list[Any]]] = (
             weakref.WeakKeyDictionary()
         )
+        self._abounds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
         self._notifier: FillNotifier | None = None
+        #: Per node (by name): the lean pool of the connections this package sends on.
+        self._lean: dict[str, LeanPool] = {}
         self.closed = False
         #: Whether fills are announced on sharded pub/sub (``SPUBLISH``: Redis 7 and Valkey have it); a cluster of
         #: older servers gets the classic channel.  Unknown (no node answered yet): assumed so.
@@ -137,7 +143,7 @@ class ClusterConnection:
         try:
             for piece in pieces:
                 pool = self._pool(piece.node)
-                conn = pool.get_connection()
+                conn = pool.get()
                 taken.append((pool, conn))
                 conn.send_packed_command([piece.payload])
             answers = []
@@ -157,9 +163,24 @@ class ClusterConnection:
             for pool, conn in taken:
                 pool.release(conn)
 
-    def _pool(self, node: ClusterNode) -> Any:
-        client = node.redis_connection or self.sync.get_redis_connection(node)
-        return client.connection_pool
+    def _pool(self, node: ClusterNode) -> LeanPool:
+        """The node's lean pool: at most ``max_connections`` connections to it, a caller waiting up to
+        ``pool_timeout`` for a free one (as on one server: a burst of 1000 threads must not open 1000 connections
+        per node), made like redis-py's own connections to it."""
+        pool = self._lean.get(node.name)
+        if pool is None:
+            with self._lock:
+                pool = self._lean.get(node.name)
+                if pool is None:
+                    client = node.redis_connection or self.sync.get_redis_connection(node)
+                    own = client.connection_pool
+                    pool = LeanPool(
+                        lambda: own.connection_class(**own.connection_kwargs),
+                        self.options.max_connections,
+                        self.options.pool_timeout,
+                    )
+                    self._lean[node.name] = pool
+        return pool
 
     def _fix(self, command: Command, piece: Piece, got: list[Any]) -> list[Any]:
         """Follow redirections and load missing scripts for the replies of one piece."""
@@ -212,7 +233,24 @@ class ClusterConnection:
         return merge(plan, command.count, fixed)
 
     async def _aexchange(self, pieces: list[Piece]) -> list[list[Any]]:
-        idle = self._async.setdefault(asyncio.get_running_loop(), {})
+        loop = asyncio.get_running_loop()
+        idle = self._async.setdefault(loop, {})
+        bound = self._abounds.get(loop)
+        if bound is None:  # at most max_connections calls of this loop at once, as on one server
+            bound = self._abounds[loop] = asyncio.Semaphore(self.options.max_connections)
+        try:
+            await asyncio.wait_for(bound.acquire(), self.options.pool_timeout)
+        except asyncio.TimeoutError:
+            raise RedisConnectionError(
+                f"no free connection to the cluster within {self.options.pool_timeout:g} s (all "
+                f"{self.options.max_connections} in use): raise max_connections or pool_timeout"
+            ) from None
+        try:
+            return await self._aexchange_bound(idle, pieces)
+        finally:
+            bound.release()
+
+    async def _aexchange_bound(self, idle: dict[str, list[Any]], pieces: list[Piece]) -> list[list[Any]]:
         taken: list[tuple[str, Any]] = []
         try:
             for piece in pieces:
@@ -280,6 +318,9 @@ class ClusterConnection:
         if self.closed:
             return
         self.closed = True
+        for pool in list(self._lean.values()):
+            with contextlib.suppress(Exception):
+                pool.close()
         with contextlib.suppress(Exception):
             self.sync.close()
         self._async.clear()

@@ -136,6 +136,9 @@ def route(
                 per_slot.setdefault(slots[position], []).append(position)
             for chosen in per_slot.values():
                 piece(node).add(build([keys[p] for p in chosen]), (index, tuple(chosen)))
+    # Nodes in one fixed order: a caller waiting for a free connection to one node while it holds another's never
+    # waits on a caller doing the opposite.
+    plan.pieces.sort(key=lambda each: str(getattr(each.node, "name", each.node)))
     for each in plan.pieces:
         each.seal()
     return plan
