@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import EmbeddedServerError
 from .embedded import EmbeddedServer, find_server_binary
+from .shared import Shared
 
 __all__ = ["EmbeddedCluster", "free_port", "release_cluster", "shared_cluster"]
 
@@ -177,29 +178,14 @@ class EmbeddedCluster:
         return f"EmbeddedCluster({self.primaries}+{self.primaries * self.replicas}, ports={self.ports})"
 
 
-_shared: tuple[EmbeddedCluster, int] | None = None
-_shared_lock = threading.Lock()
+_SHARED: Shared[EmbeddedCluster] = Shared(lambda: EmbeddedCluster().start(), lambda cluster: bool(cluster.nodes))
 
 
 def shared_cluster() -> EmbeddedCluster:
     """The process's ``embedded+cluster://`` cluster, started on first use; match each call with
     :func:`release_cluster` (the last release stops it)."""
-    global _shared
-    with _shared_lock:
-        if _shared is not None and _shared[0].nodes:
-            _shared = (_shared[0], _shared[1] + 1)
-            return _shared[0]
-        cluster = EmbeddedCluster().start()
-        _shared = (cluster, 1)
-        return cluster
+    return _SHARED.take()
 
 
 def release_cluster(cluster: EmbeddedCluster) -> None:
-    global _shared
-    with _shared_lock:
-        if _shared is not None and _shared[0] is cluster:
-            if _shared[1] > 1:
-                _shared = (cluster, _shared[1] - 1)
-                return
-            _shared = None
-    cluster.stop()
+    _SHARED.release(cluster)

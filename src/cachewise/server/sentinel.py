@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import EmbeddedServerError
 from .cluster import free_port
 from .embedded import EmbeddedServer, _tail
+from .shared import Shared
 
 __all__ = ["EmbeddedSentinel", "release_sentinel", "shared_sentinel"]
 
@@ -362,29 +363,14 @@ class EmbeddedSentinel:
         return found[-1]
 
 
-_shared: tuple[EmbeddedSentinel, int] | None = None
-_shared_lock = threading.Lock()
+_SHARED: Shared[EmbeddedSentinel] = Shared(lambda: EmbeddedSentinel().start(), lambda it: bool(it.sentinel_nodes))
 
 
 def shared_sentinel() -> EmbeddedSentinel:
     """The process's ``embedded+sentinel://`` set, started on first use; match each call with
     :func:`release_sentinel` (the last release stops it)."""
-    global _shared
-    with _shared_lock:
-        if _shared is not None and _shared[0].sentinel_nodes:
-            _shared = (_shared[0], _shared[1] + 1)
-            return _shared[0]
-        sentinel = EmbeddedSentinel().start()
-        _shared = (sentinel, 1)
-        return sentinel
+    return _SHARED.take()
 
 
 def release_sentinel(sentinel: EmbeddedSentinel) -> None:
-    global _shared
-    with _shared_lock:
-        if _shared is not None and _shared[0] is sentinel:
-            if _shared[1] > 1:
-                _shared = (sentinel, _shared[1] - 1)
-                return
-            _shared = None
-    sentinel.stop()
+    _SHARED.release(sentinel)
