@@ -27,6 +27,7 @@ from cachewise import Cache
 from cachewise.server.cluster import EmbeddedCluster
 from cachewise.server.embedded import EmbeddedServer
 from cachewise.server.sentinel import EmbeddedSentinel
+from cachewise.transport.urls import parse_url
 from tests.modes import MODES, Mode
 
 SYSTEM_REDIS = os.environ.get("CACHEWISE_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -36,19 +37,21 @@ SERVER_KINDS = ("embedded", "redis", "cluster", "sentinel")
 
 
 def client_for(url: str) -> redis.Redis:
-    """A plain redis-py client of ``url``: ``redis.Redis``, or ``RedisCluster`` for a cluster URL (it routes by slot,
-    scans every primary and splits multi-key deletes)."""
-    if url.startswith("redis+sentinel://"):
+    """A plain redis-py client of ``url``: ``redis.Redis``, ``RedisCluster`` for a cluster URL (it routes by slot,
+    scans every primary and splits multi-key deletes), or the primary's client for a Sentinel URL.  The URL is read
+    by cachewise's own parser (its seeds, service and credentials)."""
+    address = parse_url(url)
+    if address.sentinel:
         from redis.sentinel import Sentinel
 
-        hosts, service = url.split("://", 1)[1].split("/")[:2]
-        seeds = [(h, int(p)) for h, p in (item.rsplit(":", 1) for item in hosts.split(","))]
-        return Sentinel(seeds, socket_timeout=2).master_for(service, socket_timeout=2)  # type: ignore[no-any-return]
-    if url.startswith("redis+cluster://"):
+        sentinels = Sentinel(list(address.seeds), socket_timeout=2)
+        primary = sentinels.master_for(address.service, socket_timeout=2, db=address.db, **address.params)
+        return primary  # type: ignore[no-any-return]
+    if address.cluster:
         from redis.cluster import ClusterNode, RedisCluster
 
-        seeds = [item.rsplit(":", 1) for item in url.split("://", 1)[1].split(",")]
-        return RedisCluster(startup_nodes=[ClusterNode(h, int(p)) for h, p in seeds])  # type: ignore[return-value]
+        nodes = [ClusterNode(host, port) for host, port in address.seeds]  # type: ignore[no-untyped-call]
+        return RedisCluster(startup_nodes=nodes, **address.params)  # type: ignore[return-value]
     return redis.Redis.from_url(url)
 
 
