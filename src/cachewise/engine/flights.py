@@ -18,26 +18,34 @@ __all__ = ["Flight", "LocalFlights"]
 
 
 class Flight:
-    """One key being loaded by a caller of this process."""
+    """One key being loaded by a caller of this process.  Its waiting parts (an ``Event``, futures) are made by the
+    first follower: most flights have none, and an ``Event`` costs more to build than the rest of a flight."""
 
-    __slots__ = ("_futures", "_lock", "done", "payload", "sent_at")
+    __slots__ = ("_event", "_finished", "_futures", "_lock", "payload", "sent_at")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
         #: The stored payload, and when the write that stored it was sent (``time.monotonic()``).
         self.payload: bytes | None = None
         self.sent_at = float("inf")
+        self._finished = False
+        self._event: threading.Event | None = None
         self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._lock = threading.Lock()
 
     def wait(self, timeout: float) -> bool:
-        return self.done.wait(max(0.0, timeout))
+        with self._lock:
+            if self._finished:
+                return True
+            event = self._event
+            if event is None:
+                event = self._event = threading.Event()
+        return event.wait(max(0.0, timeout))
 
     async def await_(self, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
-            if self.done.is_set():
+            if self._finished:
                 return True
             self._futures.append((loop, future))
         try:
@@ -48,8 +56,10 @@ class Flight:
 
     def finish(self) -> None:
         with self._lock:
-            self.done.set()
-            futures, self._futures = self._futures, []
+            self._finished = True
+            event, futures, self._futures = self._event, self._futures, []
+        if event is not None:
+            event.set()
         for loop, future in futures:
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits there any more
                 loop.call_soon_threadsafe(_resolve, future)

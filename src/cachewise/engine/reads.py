@@ -35,7 +35,7 @@ FAILED: list[bytes] = []
 class ReadPlan:
     """One read of ``key`` knowing ``tokens`` (its tags): the keys (the entry, then its counters) and the ``MGET``."""
 
-    __slots__ = ("_counters_read", "command", "counters", "entry", "key", "keys", "tokens")
+    __slots__ = ("_command", "counters", "entry", "group", "key", "keys", "tokens")
 
     def __init__(self, space: KeySpace, key: str, tokens: tuple[str, ...]) -> None:
         self.key = key
@@ -43,15 +43,35 @@ class ReadPlan:
         self.keys = commands.read_keys(space, key, tokens)
         self.entry = self.keys[0]
         self.counters = tuple(self.keys[1:])
-        self.command: Command = Command.plain("read", "MGET", *self.keys, keys=self.keys)
-        self._counters_read: Command | None = None
+        #: The key's version group counter (what :class:`~cachewise.engine.stampede.MissOdds` keeps its odds by).
+        self.group = self.keys[2]
+        self._command: Command | None = None
+
+    @property
+    def command(self) -> Command:
+        """The ``MGET`` of the entry and its counters (built when first needed: a read that takes the lease with it
+        sends another command)."""
+        command = self._command
+        if command is None:
+            command = self._command = Command.plain("read", "MGET", *self.keys, keys=self.keys)
+        return command
 
     @property
     def read_counters(self) -> Command:
-        """The ``MGET`` of the counters alone (built when first needed: most plans never send it)."""
-        if self._counters_read is None:
-            self._counters_read = Command.plain("counters", "MGET", *self.counters, keys=self.counters)
-        return self._counters_read
+        """The ``MGET`` of the counters alone, one per set of counters (the keys of a group share it)."""
+        command = _COUNTER_READS.get(self.counters)
+        if command is None:
+            if len(_COUNTER_READS) >= _COUNTER_READS_SIZE:
+                _COUNTER_READS.clear()
+            command = _COUNTER_READS[self.counters] = Command.plain(
+                "counters", "MGET", *self.counters, keys=self.counters
+            )
+        return command
+
+
+#: The ``MGET`` of each set of counters read lately (bytes that depend on the key names only: shared by every cache).
+_COUNTER_READS: dict[tuple[str, ...], Command] = {}
+_COUNTER_READS_SIZE = 4096
 
 
 class EntryReader:

@@ -16,7 +16,6 @@ client's read and the write makes the write a miss for every reader: it can wast
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from ..keyspace import KeySpace
 from ..transport.command import Command
 from ..transport.scripts import Script
+from ..uniques import counter_value
 from .verdicts import MAX_TAGS
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "counters",
     "delete",
     "extend",
+    "first_reply",
     "fresh_value",
     "lease_reply",
     "read",
@@ -84,11 +85,9 @@ def read(space: KeySpace, key: str, tag_tokens: tuple[str, ...] = ()) -> Command
 
 
 def fresh_value() -> str:
-    """The value of a counter created now: 52 random bits, so no earlier incarnation of it can have had it (an
-    entry stamped with an old value then never becomes valid again).  Unpredictability is not needed (only a
-    client with write access could use it, and it could bump the counter anyway), so this is ``random``'s generator,
-    not an ``os.urandom`` system call per write; ``random`` reseeds it in a forked child."""
-    return str(random.getrandbits(52))
+    """The value of a counter created now (:func:`cachewise.uniques.counter_value`): random, so that no earlier
+    incarnation of it can have had it (an entry stamped with an old value then never becomes valid again)."""
+    return counter_value()
 
 
 def counters(keys: Sequence[str], life_ms: int, fresh: str) -> Command:
@@ -108,17 +107,19 @@ def acquire(
     expected: Sequence[Stamp] = (),
     refresh: bool = False,
     seen_written: bytes = b"",
+    first: bool = False,
 ) -> Command:
     """Take ``key``'s lease after a miss, unless the entry is there by now, stamped with the ``expected`` counter
     values (the namespace's, the group's, then one per tag of ``tag_tokens``, as the caller read them).  With
     ``refresh``: take it to refresh a valid entry early, only while the entry is still the one written at
-    ``seen_written`` (the header's write time the caller read)."""
+    ``seen_written`` (the header's write time the caller read).  With ``first``: the first read of a call that
+    expects a miss (:func:`first_reply` reads the answer)."""
     entry = space.entry(key)
     if refresh:
         args: list[Any] = [token, lease_ms, "refresh", seen_written]
     else:
         values = [_arg(v) for v in expected] or [b"", b""]
-        args = [token, lease_ms, "miss", values[0], values[1]]
+        args = [token, lease_ms, "read" if first else "miss", values[0], values[1]]
         for tag, value in zip(tag_tokens, values[2:]):
             args += (tag, value)
     return Command.script("acquire", ACQUIRE, [entry, space.lease(entry)], args)
@@ -152,6 +153,15 @@ def lease_reply(reply: Any) -> LeaseReply:
     if reply[0] == b"S":
         return _SKIP
     return LeaseReply("wait", holder_ms=int(reply[1]))
+
+
+def first_reply(reply: Any) -> tuple[bytes | None, LeaseReply | None]:
+    """The entry that a ``first`` :func:`acquire` found (None: none), and the lease's answer (None: no lease was
+    asked for, since the entry looked valid, or carries tags the caller did not name)."""
+    raw = reply[0] or None
+    if len(reply) == 1:
+        return raw, None
+    return raw, lease_reply(reply[1:])
 
 
 def release(space: KeySpace, key: str, token: str, *, skip: bool = False) -> Command:

@@ -16,18 +16,29 @@ def bulk(data: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
+#: ``$<n>\r\n`` for the lengths most arguments have (an append is cheaper than formatting one per argument).
+_HEADS = [b"$%d\r\n" % n for n in range(4096)]
+_CRLF = b"\r\n"
+
+
 def command(*parts: bytes | bytearray | str | int | float) -> bytes:
     """A whole command, e.g. ``command("SCRIPT", "LOAD", source)`` (``str`` as UTF-8, numbers as their ``str``)."""
     out = [b"*%d\r\n" % len(parts)]
     append = out.append
+    heads = _HEADS
     for part in parts:
-        if type(part) is bytes:
-            data = part
-        elif type(part) is str:
+        if type(part) is str:
             data = part.encode()
+        elif type(part) is bytes:
+            data = part
+        elif type(part) is int:
+            data = b"%d" % part
         elif isinstance(part, (bytes, bytearray)):
             data = bytes(part)
         else:
             data = str(part).encode()
-        append(b"$%d\r\n%b\r\n" % (len(data), data))
+        size = len(data)
+        append(heads[size] if size < 4096 else b"$%d\r\n" % size)
+        append(data)
+        append(_CRLF)
     return b"".join(out)
