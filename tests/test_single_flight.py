@@ -18,9 +18,30 @@ import pytest
 from cachewise import MISSING, Cache, Protection
 from tests.processes import run_together
 
+#: How the first read of a cache-aside call is made: a plain MGET (misses are rare), or the read that takes the lease
+#: in the same round trip (engine/firstread.py), which a cache sends once it has seen a run of misses in the group.
+FIRST_READS = ("plain", "leased")
+
+
+def expect_misses(cache: Cache, group: str) -> None:
+    """Miss a few keys of ``group`` (none of them the test's), so that ``cache`` takes the lease with its reads."""
+    for i in range(4):
+        cache.get_or_set(f"{group}:warm-{i}", lambda: 0, ttl=60)
+    assert cache.engine.context.odds.likely(cache.engine.context.read_plan(f"{group}:1").group)
+
+
+async def aexpect_misses(cache: Cache, group: str) -> None:
+    """Async :func:`expect_misses`."""
+    for i in range(4):
+        await cache.aget_or_set(f"{group}:warm-{i}", lambda: 0, ttl=60)
+    assert cache.engine.context.odds.likely(cache.engine.context.read_plan(f"{group}:1").group)
+
 
 # -- one load for many callers ------------------------------------------------------------------------------------
-def test_4_processes_x_50_threads_load_a_cold_key_once(server_url: str, unique_namespace: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("first_read", FIRST_READS)
+def test_4_processes_x_50_threads_load_a_cold_key_once(
+    server_url: str, unique_namespace: str, tmp_path: Path, first_read: str
+) -> None:
     loads, go = tmp_path / "loads", tmp_path / "go"
     code = textwrap.dedent(
         f"""
@@ -36,27 +57,39 @@ def test_4_processes_x_50_threads_load_a_cold_key_once(server_url: str, unique_n
             time.sleep(0.2)  # a simulated 200 ms origin
             return {{"id": pid, "by": os.getpid()}}
 
+        if {first_read == "leased"!r}:  # a run of misses in the group: the reads take the lease with them
+            for i in range(4):
+                cache.get_or_set(f"product:warm-{{os.getpid()}}-{{i}}", lambda: 0, ttl=60)
+        context = cache.engine.context
+        leased = context.odds.likely(context.read_plan("product:42").group)
+        before = cache.stats().total.leases
         print("ready", flush=True)
         while not os.path.exists({str(go)!r}):
             time.sleep(0.001)
         with ThreadPoolExecutor(50) as pool:
             results = list(pool.map(lambda _: product(42), range(50)))
         stats = cache.stats().total
-        print(json.dumps({{"results": results, "waits": stats.waits, "leases": stats.leases}}), flush=True)
+        print(json.dumps({{"results": results, "waits": stats.waits, "leases": stats.leases - before,
+                           "leased": leased}}), flush=True)
         cache.close()
         """
     )
     outputs = run_together(code, 4, go)
+    assert all(out["leased"] == (first_read == "leased") for out in outputs)
     assert len(loads.read_text().split()) == 1, "the loader ran more than once"
     values = [r for out in outputs for r in out["results"]]
     assert len(values) == 200 and all(v == values[0] for v in values) and values[0]["id"] == 42
     assert sum(out["leases"] for out in outputs) == 1
 
 
-async def test_200_asyncio_tasks_load_a_cold_key_once(server_url: str, unique_namespace: str) -> None:
+@pytest.mark.parametrize("first_read", FIRST_READS)
+async def test_200_asyncio_tasks_load_a_cold_key_once(server_url: str, unique_namespace: str, first_read: str) -> None:
     calls: list[int] = []
     # Few connections: waiters must not hold one while they wait.
     async with Cache(server_url, namespace=unique_namespace, max_connections=4) as cache:
+        if first_read == "leased":
+            await aexpect_misses(cache, "report")
+        before = cache.stats().total.leases
 
         @cache.cached(ttl=60, key="report:{day}")
         async def report(day: str) -> dict[str, Any]:
@@ -68,7 +101,7 @@ async def test_200_asyncio_tasks_load_a_cold_key_once(server_url: str, unique_na
         assert calls == [1]
         assert results == [{"day": "2026-11-27", "total": 1234}] * 200
         stats = cache.stats().total
-        assert (stats.leases, stats.errors) == (1, 0)
+        assert (stats.leases - before, stats.errors) == (1, 0)
         assert stats.waits >= 1
 
 
@@ -87,6 +120,42 @@ def test_threads_sync_get_or_set_load_once(cache: Cache) -> None:
 
     results = run_threads(caller, 30)
     assert results == [7] * 30 and calls == [1]
+
+
+@pytest.mark.parametrize("first_read", FIRST_READS)
+def test_threads_in_one_process_load_once_when_their_reads_take_the_lease(cache: Cache, first_read: str) -> None:
+    """30 threads miss at once: with leased reads one of them is granted the lease by its read and the others are
+    told to wait (or follow a caller of this process), whichever of them joins the local flight first."""
+    if first_read == "leased":
+        expect_misses(cache, "burst")
+    calls: list[int] = []
+    barrier = threading.Barrier(30)
+
+    def load() -> int:
+        calls.append(1)
+        time.sleep(0.1)
+        return 7
+
+    def caller() -> int:
+        barrier.wait()
+        return cache.get_or_set("burst:1", load, ttl=30)
+
+    before = cache.stats().total.leases
+    assert run_threads(caller, 30) == [7] * 30 and calls == [1]
+    assert cache.stats().total.leases - before == 1
+
+
+def test_once_misses_are_likely_a_miss_takes_two_round_trips(cache: Cache) -> None:
+    expect_misses(cache, "item")
+    before = cache.stats().total
+    assert cache.get_or_set("item:1", lambda: 1, ttl=60) == 1
+    after = cache.stats().total
+    assert (after.roundtrips - before.roundtrips, after.leases - before.leases) == (2, 1)  # read + lease, write
+    for _ in range(60):  # hits: misses are rare again, and reads go back to the plain MGET
+        assert cache.get_or_set("item:1", lambda: 2, ttl=60) == 1
+    context = cache.engine.context
+    assert not context.odds.likely(context.read_plan("item:1").group)
+    assert cache.get("item:1") == 1
 
 
 def test_without_single_flight_every_miss_loads(cache: Cache) -> None:
@@ -195,7 +264,12 @@ class Race:
     ],
     ids=["delete", "bump_group", "bump_namespace", "write_through"],
 )
-def test_stale_set_race_never_stores_the_old_row(cache: Cache, invalidate: Callable[[Cache], object]) -> None:
+@pytest.mark.parametrize("first_read", FIRST_READS)
+def test_stale_set_race_never_stores_the_old_row(
+    cache: Cache, invalidate: Callable[[Cache], object], first_read: str
+) -> None:
+    if first_read == "leased":
+        expect_misses(cache, "product")
     db = {"row": 1}
     with Race(cache, db) as reader:
         db["row"] = 2  # the writer commits ...
@@ -206,7 +280,10 @@ def test_stale_set_race_never_stores_the_old_row(cache: Cache, invalidate: Calla
     assert cache.stats().total.refused_writes == 1
 
 
-def test_stale_set_race_with_tags(cache: Cache) -> None:
+@pytest.mark.parametrize("first_read", FIRST_READS)
+def test_stale_set_race_with_tags(cache: Cache, first_read: str) -> None:
+    if first_read == "leased":
+        expect_misses(cache, "product")
     db = {"row": 1}
     with Race(cache, db, tags=("products",)):
         db["row"] = 2

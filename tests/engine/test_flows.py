@@ -16,10 +16,11 @@ import pytest
 from cachewise.breaker import CircuitBreaker
 from cachewise.engine import ops
 from cachewise.engine.context import Context, Request
-from cachewise.engine.flows import after_read, first_read
+from cachewise.engine.firstread import FirstLease, LeaseRead, lease_answer, lease_read
+from cachewise.engine.flows import Found, after_read, first_read
 from cachewise.engine.reads import FAILED, EntryReader
-from cachewise.engine.stampede import Protection
-from cachewise.engine.steps import FOLLOW, LEAD, Hold, Joined, Listen, Load, Share, Spawn, Wait
+from cachewise.engine.stampede import MissOdds, Protection
+from cachewise.engine.steps import FOLLOW, LEAD, Hold, Join, Joined, Listen, Load, Share, Spawn, Wait
 from cachewise.engine.writes import EntryWriter
 from cachewise.entries import commands
 from cachewise.executor import Failed
@@ -48,9 +49,11 @@ def request(ctx: Context, key: str = "k", *, background: bool = False, **protect
     return Request(key, (), 60, None, None, "test", chosen, background)
 
 
-def entry_bytes(value: bytes, *, written_ms: int, ttl_ms: int, grace_ms: int = 0, load_ms: int = 0) -> bytes:
-    """An entry as ``set.lua`` stores it, stamped with :data:`V` for both counters and without tags."""
-    header = f"7 7 {written_ms} {ttl_ms} {grace_ms} {load_ms} 0".encode()
+def entry_bytes(
+    value: bytes, *, written_ms: int, ttl_ms: int, grace_ms: int = 0, load_ms: int = 0, stamp: bytes = V
+) -> bytes:
+    """An entry as ``set.lua`` stores it, stamped with ``stamp`` (default :data:`V`) for both counters, no tags."""
+    header = f"{stamp.decode()} {stamp.decode()} {written_ms} {ttl_ms} {grace_ms} {load_ms} 0".encode()
     return b"cw1j" + f"{len(header):04x}".encode() + header + value
 
 
@@ -464,3 +467,179 @@ def test_a_set_verifies_known_counters_with_a_read_and_recreates_those_a_restart
     fresh = again.command.parts[0].rsplit(b"\r\n", 2)[-2]  # counters.lua's ARGV[2]: what it creates them with
     assert script.reply([counted((fresh, fresh), 120_000), 1]) is None and script.result is True
     assert counts(ctx)["sets"] == 1
+
+
+# -- a first read that takes the lease (misses are likely) ----------------------------------------------------------
+def test_the_odds_of_a_miss_follow_the_recent_reads_of_a_group() -> None:
+    odds = MissOdds()
+    assert not odds.likely("g")  # nothing seen: a plain read
+    for _ in range(3):
+        odds.observe("g", True)
+    assert odds.likely("g") and odds.likely("other")  # a group not seen yet takes the cache's share
+    for _ in range(40):
+        odds.observe("g", False)
+    assert not odds.likely("g")
+    for _ in range(3):
+        odds.observe("h", True)
+    assert odds.likely("h") and not odds.likely("g")  # per group
+
+
+def likely(ctx: Context, key: str = "k") -> None:
+    """Make ``ctx`` expect misses for the group of ``key`` (as after a run of misses)."""
+    for _ in range(4):
+        ctx.odds.observe(ctx.read_plan(key).group, True)
+
+
+def leased_read(
+    ctx: Context, req: Request, lease: list[Any], *, raw: bytes = b"", seen: tuple[Any, ...] = (V, V)
+) -> tuple[LeaseRead, Found, FirstLease | None]:
+    """Send the first read of ``req`` (it must take the lease with it) and answer it: the counters hold ``seen``,
+    the entry is ``raw`` (b"": none), ``acquire.lua`` answers ``lease`` after it (``[]``: the entry looked valid)."""
+    plan = ctx.read_plan(req.key, req.tokens)
+    ask = lease_read(ctx, req, plan)
+    assert ask is not None, "misses are likely: the first read should take the lease"
+    counters: Any = counted(seen) if ask.keep else list(seen)
+    reply, first = lease_answer(ctx, plan, ask, [counters, [raw, *lease]])
+    found = first_read(ctx, plan, reply, req.scope, True)
+    assert type(found) is tuple
+    return ask, found, first
+
+
+def test_a_plain_read_is_sent_while_misses_are_rare_or_without_single_flight() -> None:
+    ctx = context()
+    req = request(ctx)
+    assert lease_read(ctx, req, ctx.read_plan("k")) is None
+    likely(ctx)
+    assert lease_read(ctx, request(ctx, single_flight=False), ctx.read_plan("k")) is None
+    ask = lease_read(ctx, req, ctx.read_plan("k"))
+    assert ask is not None and ask.command.count == 2  # the counters, then acquire.lua: one round trip
+    assert ask.keep and commands.COUNTERS.sha.encode() in ask.command.parts[0]  # not known yet: kept alive
+    assert commands.ACQUIRE.sha.encode() in ask.command.parts[1] and b"read" in ask.command.parts[1]
+    known(ctx)
+    again = lease_read(ctx, req, ctx.read_plan("k"))
+    assert again is not None and not again.keep and again.command.parts[0].startswith(b"*3\r\n$4\r\nMGET")
+
+
+def test_a_miss_whose_read_took_the_lease_loads_at_once_and_asks_for_no_lease() -> None:
+    ctx = context()
+    likely(ctx)
+    req = request(ctx)
+    ask, found, first = leased_read(ctx, req, [b"L", b"t"])
+    assert found[0] is MISSING and first is not None and first.answer.kind == "granted"
+    script = Script(after_read(ctx, req, found, first))
+    join = script.expect(Join)
+    assert join.holder  # it leads this process's callers, or goes on alone: it never follows
+    load = script.reply(LEAD)
+    assert type(load) is Load and load.hold.token == ask.token and load.hold.stamps == (V, V)
+    write = script.reply(42)
+    assert type(write) is Send and write.command.name == "write" and ask.token.encode() in write.command.payload
+    share = script.reply(stored())  # the counters live 1 s: kept alive past the entry
+    assert type(share) is Share and share.payload == b"42"
+    assert script.reply(None) is None and script.result == 42
+    assert counts(ctx) == {"misses": 1, "loads": 1, "leases": 1, "sets": 1}
+
+
+def test_a_miss_whose_read_found_no_counters_stamps_with_the_values_they_are_created_with() -> None:
+    ctx = context()
+    likely(ctx)
+    known(ctx, life_ms=600_000)
+    req = request(ctx)
+    _, found, first = leased_read(ctx, req, [b"L", b"t"], seen=(None, None))  # deleted meanwhile (a flush)
+    script = Script(after_read(ctx, req, found, first))
+    script.reply(LEAD)
+    assert script.expect(Send, "counters").command.count == 1
+    load = script.reply(counted((b"new1", b"new2")))
+    assert type(load) is Load and load.hold.stamps == (b"new1", b"new2")
+
+
+def test_a_read_told_to_wait_waits_without_asking_for_the_lease_again() -> None:
+    ctx = context()
+    likely(ctx)
+    req = request(ctx)
+    _, found, first = leased_read(ctx, req, [b"W", b"800"])
+    script = Script(after_read(ctx, req, found, first))
+    assert not script.expect(Join).holder
+    assert type(script.reply(LEAD)) is Listen  # straight to waiting: the read's answer stands
+    reread = script.reply(True)
+    assert type(reread) is Send and reread.command.name == "read"
+    now = int(time.time() * 1000)
+    share = script.reply([entry_bytes(b'"theirs"', written_ms=now, ttl_ms=60_000), V, V])
+    assert type(share) is Share
+    assert script.reply(None) is None and script.result == "theirs"
+    assert counts(ctx) == {"misses": 1, "waits": 1}
+
+
+def test_a_follower_drops_what_its_read_was_told_and_asks_again() -> None:
+    ctx = context()
+    likely(ctx)
+    req = request(ctx)
+    _, found, first = leased_read(ctx, req, [b"W", b"800"])
+    script = Script(after_read(ctx, req, found, first))
+    script.reply(FOLLOW)  # another caller here led, and is done
+    acquire = script.reply([None, V, V])  # its value is not there (refused): ask for the lease afresh
+    assert type(acquire) is Send and acquire.command.name == "acquire"
+
+
+def test_a_read_told_the_value_is_too_large_loads_without_storing() -> None:
+    ctx = context()
+    likely(ctx)
+    req = request(ctx)
+    _, found, first = leased_read(ctx, req, [b"S"])
+    script = Script(after_read(ctx, req, found, first))
+    assert script.expect(Load).hold is None
+    assert script.reply("v") is None and script.result == "v"  # no write
+
+
+def test_a_hit_whose_read_took_a_lease_gives_it_back() -> None:
+    """The server judged the entry by counters this process remembered wrong (another process bumped one and
+    stored anew): the client, judging by the values read beside it, sees a hit and releases the lease."""
+    ctx = context(Protection(early_refresh=0))
+    likely(ctx)
+    req = request(ctx)
+    now = int(time.time() * 1000)
+    raw = entry_bytes(b"5", written_ms=now, ttl_ms=60_000, stamp=b"8")
+    ask, found, first = leased_read(ctx, req, [b"L", b"t"], raw=raw, seen=(b"8", b"8"))
+    assert found[0] == 5
+    script = Script(after_read(ctx, req, found, first))
+    release = script.expect(Send, "release")
+    assert ask.token.encode() in release.command.payload
+    assert script.reply(1) is None and script.result == 5
+    assert counts(ctx) == {"hits": 1}
+
+
+def test_a_valid_entry_comes_back_without_a_lease() -> None:
+    ctx = context(Protection(early_refresh=0))
+    likely(ctx)
+    req = request(ctx)
+    now = int(time.time() * 1000)
+    _, found, first = leased_read(ctx, req, [], raw=entry_bytes(b"5", written_ms=now, ttl_ms=60_000))
+    assert found[0] == 5 and first is None
+    assert after_read(ctx, req, found, first) is None
+
+
+def test_a_stale_hit_refreshes_under_the_lease_its_read_took() -> None:
+    ctx = context()
+    likely(ctx)
+    req = request(ctx, stale_ttl=30)
+    now = int(time.time() * 1000)
+    raw = entry_bytes(b'"old"', written_ms=now - 2000, ttl_ms=1000, grace_ms=30_000)
+    ask, found, first = leased_read(ctx, req, [b"L", b"t"], raw=raw)
+    assert found[0] == "old"
+    script = Script(after_read(ctx, req, found, first))
+    load = script.expect(Load)  # no acquire: the read took the lease
+    assert load.hold is not None and load.hold.token == ask.token
+    script.reply("new")
+    script.reply(stored())
+    assert script.reply(None) is None and script.result == "new"
+
+
+def test_a_stale_hit_whose_read_was_told_to_wait_is_served_stale() -> None:
+    ctx = context()
+    likely(ctx)
+    req = request(ctx, stale_ttl=30)
+    now = int(time.time() * 1000)
+    raw = entry_bytes(b'"old"', written_ms=now - 2000, ttl_ms=1000, grace_ms=30_000)
+    _, found, first = leased_read(ctx, req, [b"W", b"500"], raw=raw)
+    script = Script(after_read(ctx, req, found, first))
+    assert script.step is None and script.result == "old"  # someone else is reloading it
+    assert counts(ctx)["stale_served"] == 1

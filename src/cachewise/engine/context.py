@@ -18,7 +18,7 @@ from ..report import Reporter
 from ..stats import Counters, StatsRegistry
 from ..ttl import TTLLike
 from .reads import EntryReader, ReadPlan
-from .stampede import LoadTimes, Protection
+from .stampede import LoadTimes, MissOdds, Protection
 from .writes import EntryWriter
 
 __all__ = ["Context", "Request"]
@@ -60,6 +60,8 @@ class Context:
         self.stats = stats
         self.report = report
         self.protection = protection
+        #: How likely a cache-aside read of a group is to miss (:mod:`cachewise.engine.firstread` decides by it).
+        self.odds = MissOdds()
         self._plans: dict[str | tuple[str, tuple[str, ...]], ReadPlan] = {}
         self._load_times: dict[str | None, LoadTimes] = {}
         self._protections: dict[tuple[Protection, tuple[tuple[str, Any], ...]], Protection] = {}

@@ -92,9 +92,9 @@ class Driver:
             case Load(hold):
                 with self.keeper.keep(hold):
                     return self._load_sync(state)
-            case Join(entry, timeout):
+            case Join(entry, timeout, holder):
                 flight = self._join(entry, state)
-                if flight is None:
+                if flight is None or holder:
                     return LEAD
                 joined_at = time.monotonic()
                 flight.wait(timeout)
@@ -119,9 +119,9 @@ class Driver:
                 with self.keeper.keep(hold):
                     value = state.loader() if state.loader is not None else None
                     return await value if inspect.isawaitable(value) else value
-            case Join(entry, timeout):
+            case Join(entry, timeout, holder):
                 flight = self._join(entry, state)
-                if flight is None:
+                if flight is None or holder:
                     return LEAD
                 joined_at = time.monotonic()
                 await flight.await_(timeout)

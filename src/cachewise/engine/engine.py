@@ -24,7 +24,7 @@ from ..transport.command import Command
 from .context import Context, Request
 from .driver import Driver
 from .flights import LocalFlights
-from .flows import Found, after_read, first_read
+from .flows import Found, after_read, first_command, first_found, first_read
 from .leases import LeaseKeeper
 from .steps import Hold
 
@@ -65,16 +65,23 @@ class Engine:
         return found if type(found) is tuple else await self.driver.arun(found)
 
     def get_or_load(self, req: Request, loader: Callable[[], Any]) -> Any:
-        """Cache-aside: the value of a fresh hit, else what the flow after the read returns (loading it if needed)."""
-        found = self.read(req.key, req.tokens, req.scope, True)
-        flow = after_read(self.context, req, found)
+        """Cache-aside: the value of a fresh hit, else what the flow after the read returns (loading it if needed).
+        When a miss is likely, the read takes the lease too (:mod:`cachewise.engine.firstread`)."""
+        plan, ask = first_command(self.context, req)
+        found, lease = first_found(self.context, req, plan, ask, self.executor.attempt(ask.command, req.scope))
+        if type(found) is not tuple:
+            found = self.driver.run(found)
+        flow = after_read(self.context, req, found, lease)
         return found[0] if flow is None else self.driver.run(flow, loader, req.where)
 
     async def aget_or_load(self, req: Request, loader: Callable[[], Any]) -> Any:
         """Async :meth:`get_or_load` (``loader`` may be async; a refresh runs in the background when ``req`` says
         so)."""
-        found = await self.aread(req.key, req.tokens, req.scope, True)
-        flow = after_read(self.context, req, found)
+        plan, ask = first_command(self.context, req)
+        found, lease = first_found(self.context, req, plan, ask, await self.executor.aattempt(ask.command, req.scope))
+        if type(found) is not tuple:
+            found = await self.driver.arun(found)
+        flow = after_read(self.context, req, found, lease)
         return found[0] if flow is None else await self.driver.arun(flow, loader)
 
     # -- other flows ------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ of :mod:`cachewise.engine.steps`); the engine's driver runs the steps.  So lease
 serving exist once, as in ``h11``/``httpcore``, and are tested without a server by feeding them replies.
 
 The hit path never enters a flow: the engine reads, judges with :func:`first_read`, and :func:`after_read` says
-whether anything remains to be done (a fresh hit: nothing).
+whether anything remains to be done (a fresh hit: nothing).  When the first read took the lease too
+(:mod:`cachewise.engine.firstread`), its answer comes with the read, and the flow starts from it.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from ..runner import Flow, Send
 from ..stats import Counters
 from ..transport.command import Command
 from .context import Context, Request
+from .firstread import FirstLease, LeaseRead, lease_answer, lease_read
 from .reads import FAILED, NO_HEAD, RECHECK, ReadPlan
 from .stampede import new_token
 from .steps import Hold, Join, Joined, Listen, Load, Share, Spawn, Wait
 
-__all__ = ["after_read", "first_read", "recheck"]
+__all__ = ["PlainRead", "after_read", "first_command", "first_found", "first_read", "recheck"]
 
 #: What a read found: ``(value or MISSING, header tokens, the plan it ran, its reply or None)``.
 Found = tuple[Any, list[bytes], ReadPlan, Any]
@@ -65,23 +67,59 @@ def recheck(ctx: Context, plan: ReadPlan, raw: bytes, scope: Counters | None, se
     return value, head, again, reply
 
 
-def after_read(ctx: Context, req: Request, found: Found) -> Flow[Any] | None:
+class PlainRead:
+    """The plain first read of a plan: its ``MGET`` (the same shape as :class:`LeaseRead` for the engine)."""
+
+    __slots__ = ("command",)
+
+    def __init__(self, command: Command) -> None:
+        self.command = command
+
+
+def first_command(ctx: Context, req: Request) -> tuple[ReadPlan, LeaseRead | PlainRead]:
+    """What the first read of ``req`` sends: ``(its plan, the read)``, the lease read when a miss is likely."""
+    plan = ctx.read_plan(req.key, req.tokens)
+    ask = lease_read(ctx, req, plan)
+    return plan, PlainRead(plan.command) if ask is None else ask
+
+
+def first_found(ctx: Context, req: Request, plan: ReadPlan, ask: LeaseRead | PlainRead, reply: Any) -> tuple[Any, Any]:
+    """What the first read found (a :data:`~cachewise.engine.flows.Found`, or the flow that reads again) and what
+    its lease part answered (None for a plain read)."""
+    lease = None
+    if type(ask) is LeaseRead:
+        reply, lease = lease_answer(ctx, plan, ask, reply)
+    return first_read(ctx, plan, reply, req.scope, True), lease
+
+
+def after_read(ctx: Context, req: Request, found: Found, lease: FirstLease | None = None) -> Flow[Any] | None:
     """What remains after the first read of a cache-aside call: None for a fresh hit (return its value), else the
     flow that reloads (a miss, a hit due for an early or a stale refresh, or a server that did not answer: then
-    load without the cache — no lease, no store, no second timeout)."""
+    load without the cache — no lease, no store, no second timeout).  ``lease``: what the lease asked for with the
+    read answered (a lease granted for a hit is given back)."""
     value, head, plan, reply = found
+    if head is not FAILED:
+        ctx.odds.observe(plan.group, value is MISSING)
+    granted = lease if lease is not None and lease.answer.kind == "granted" else None
     if value is not MISSING:
         why = ctx.reader.refresh_due(head, req.protection) if head else None
         if why is None:
-            return None
+            return None if granted is None else _give_back(ctx, req, granted.token, value)
         if why != "corrupt":
-            return _refresh(ctx, req, value, head, why, _known(ctx, req, plan, reply))
+            return _refresh(ctx, req, value, head, why, _known(ctx, req, plan, reply), lease)
         ctx.reader.invalid(req.scope, "corrupt entry times")
     if head is FAILED:
         return _load(ctx, req, None)
     if not req.protection.single_flight:
         return _load(ctx, req, "", stamps=_known(ctx, req, plan, reply))
-    return _single_flight(ctx, req, _known(ctx, req, plan, reply))
+    return _single_flight(ctx, req, _known(ctx, req, plan, reply), lease)
+
+
+def _give_back(ctx: Context, req: Request, token: str, value: Any) -> Flow[Any]:
+    """Return ``value``, a hit that the first read's lease was taken for (the counters this process remembered were
+    out of date), after giving the lease back."""
+    yield from _release(ctx, req, token, skip=False)
+    return value
 
 
 def _known(ctx: Context, req: Request, plan: ReadPlan, reply: Any) -> list[Any]:
@@ -116,20 +154,32 @@ def _counters(ctx: Context, req: Request, plan: ReadPlan, lease_ms: int) -> Flow
     return list(values)
 
 
-def _refresh(ctx: Context, req: Request, value: Any, head: list[bytes], why: str, known: list[Any]) -> Flow[Any]:
+def _refresh(
+    ctx: Context,
+    req: Request,
+    value: Any,
+    head: list[bytes],
+    why: str,
+    known: list[Any],
+    first: FirstLease | None = None,
+) -> Flow[Any]:
     """A hit that should be reloaded (early, or served stale): one caller takes the lease and reloads (unless the
     entry it read was replaced meanwhile: another caller's refresh landed).  ``known``: the counters' values the
-    read saw."""
+    read saw; ``first``: the lease the read asked for, if it did."""
     plan = ctx.read_plan(req.key, req.tokens)
-    lease_ms = ctx.lease_ms(req)
-    token = new_token()
-    seen_written = head[2] if len(head) > 2 else b""
-    command = commands.acquire(ctx.space, req.key, token, lease_ms, refresh=True, seen_written=seen_written)
-    try:
-        snapshot, reply = yield from _lease(ctx, req, plan, lease_ms, command, known)
-    except SERVER_ERRORS:
-        reply = None
-    if commands.lease_reply(reply).kind != "granted":  # someone else is reloading it (or the server failed)
+    if first is not None:  # the read asked already: the lease is ours, or someone else is reloading
+        kind, token, lease_ms, snapshot = first.answer.kind, first.token, first.lease_ms, tuple(known)
+    else:
+        lease_ms = ctx.lease_ms(req)
+        token = new_token()
+        seen_written = head[2] if len(head) > 2 else b""
+        command = commands.acquire(ctx.space, req.key, token, lease_ms, refresh=True, seen_written=seen_written)
+        try:
+            snapshot, reply = yield from _lease(ctx, req, plan, lease_ms, command, known)
+        except SERVER_ERRORS:
+            reply = None
+        kind = commands.lease_reply(reply).kind
+    if kind != "granted":  # someone else is reloading it (or the server failed)
         if why == "stale":
             ctx.stats.add(req.scope, "stale_served")
         return value
@@ -141,12 +191,14 @@ def _refresh(ctx: Context, req: Request, value: Any, head: list[bytes], why: str
     return (yield from load)
 
 
-def _single_flight(ctx: Context, req: Request, known: list[Any]) -> Flow[Any]:
+def _single_flight(ctx: Context, req: Request, known: list[Any], first: FirstLease | None = None) -> Flow[Any]:
     """A miss: follow another caller of this process that is loading the key, or take the lease and load, or wait
-    to be told the value is there."""
+    to be told the value is there.  ``first``: what the lease asked for with the read answered."""
     scope, stats, reader = req.scope, ctx.stats, ctx.reader
     plan = ctx.read_plan(req.key, req.tokens)
-    lease_ms = ctx.lease_ms(req)
+    if first is not None and first.answer.kind != "wait":
+        return (yield from _first_lease(ctx, req, plan, known, first))
+    lease_ms = ctx.lease_ms(req) if first is None else first.lease_ms
     deadline = time.monotonic() + req.protection.wait_budget(lease_ms)
     joined: Joined = yield Join(plan.entry, deadline - time.monotonic())
     if not joined.lead:  # another caller here was loading it: take its stored value, or read the key once
@@ -157,6 +209,7 @@ def _single_flight(ctx: Context, req: Request, known: list[Any]) -> Flow[Any]:
             found = yield from _reread(ctx, req, plan)
         if found is not MISSING:
             return found
+        first = None  # that caller is done: whatever the read was told is out of date
     expected = known
     if None in expected:
         # A counter this call's read did not find (a cold namespace or tag): learn the values it has now, so that an
@@ -168,13 +221,16 @@ def _single_flight(ctx: Context, req: Request, known: list[Any]) -> Flow[Any]:
     listening = False
     while True:
         token = new_token()
-        since = time.monotonic()
-        command = commands.acquire(ctx.space, req.key, token, lease_ms, tag_tokens=req.tokens, expected=expected)
-        try:
-            snapshot, reply = yield from _lease(ctx, req, plan, lease_ms, command, expected)
-        except SERVER_ERRORS:
-            return (yield from _load(ctx, req, None))
-        lease = commands.lease_reply(reply)
+        if first is not None:  # the read was told to wait already
+            lease, snapshot, since, first = first.answer, tuple(expected), first.since, None
+        else:
+            since = time.monotonic()
+            command = commands.acquire(ctx.space, req.key, token, lease_ms, tag_tokens=req.tokens, expected=expected)
+            try:
+                snapshot, reply = yield from _lease(ctx, req, plan, lease_ms, command, expected)
+            except SERVER_ERRORS:
+                return (yield from _load(ctx, req, None))
+            lease = commands.lease_reply(reply)
         if lease.kind == "filled" and lease.raw is not None:  # filled meanwhile
             found = reader.filled(plan.entry, lease.raw, scope)
             if found is not MISSING:
@@ -202,6 +258,22 @@ def _single_flight(ctx: Context, req: Request, known: list[Any]) -> Flow[Any]:
             return found
         if not listening:
             yield Wait(plan.entry, min(0.05, left), since)  # no notifications: short, bounded waits
+
+
+def _first_lease(ctx: Context, req: Request, plan: ReadPlan, known: list[Any], first: FirstLease) -> Flow[Any]:
+    """A miss whose read took the lease (load under it, leading this process's callers of the key unless one of
+    them leads already: it waits for this load's fill), or was told that the value is too large to cache."""
+    if first.answer.kind != "granted":  # "skip": everyone loads, nobody waits
+        return (yield from _load(ctx, req, None))
+    yield Join(plan.entry, 0.0, holder=True)
+    stamps = known
+    if None in stamps:  # a counter the read did not find: stamp with the values it is created with now
+        try:
+            stamps = yield from _counters(ctx, req, plan, first.lease_ms)
+        except SERVER_ERRORS:
+            yield from _release(ctx, req, first.token, skip=False)
+            return (yield from _load(ctx, req, None))
+    return (yield from _load(ctx, req, first.token, lease_ms=first.lease_ms, stamps=stamps))
 
 
 def _reread(ctx: Context, req: Request, plan: ReadPlan) -> Flow[Any]:

@@ -44,10 +44,13 @@ class Load:
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """Lead ``entry`` in this process, or wait up to ``timeout`` s for the caller of this process that leads it."""
+    """Lead ``entry`` in this process, or wait up to ``timeout`` s for the caller of this process that leads it.  A
+    ``holder`` (its read took the lease) never follows: it leads, or, when another caller leads here already (that
+    one was told to wait for the lease), it goes on alone and that caller is woken by its fill."""
 
     entry: str
     timeout: float
+    holder: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ end
 
 -- Whether `raw` is stamped exactly with the expected counter values: `ns`, `group`, and `tags` (tag token -> value)
 -- for every tag it carries ('' never matches: the reader did not know that counter).  The reader's expectations come
--- from its own read of the counters.
+-- from its own read of the counters.  A second result, true, says that the entry carries a tag not in `tags`.
 local function stamps_match(raw, ns, group, tags)
   local next_token = header_tokens(raw)
   if not next_token then return false end
@@ -43,7 +43,9 @@ local function stamps_match(raw, ns, group, tags)
   if not ntags then return false end
   for _ = 1, ntags do
     local tag, version = next_token(), next_token()
-    if not version or tags[tag] == nil or tags[tag] ~= version then return false end
+    if not version then return false end
+    if tags[tag] == nil then return false, true end
+    if tags[tag] ~= version then return false end
   end
   return true
 end
