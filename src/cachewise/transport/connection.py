@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -75,8 +76,10 @@ class ClientOptions:
     #: Extra keyword arguments for redis-py's connection pool (e.g. ``ssl_ca_certs``).
     extra: tuple[tuple[str, Any], ...] = ()
 
-    def pool_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for a redis-py connection pool."""
+    def pool_kwargs(self, *, asyncio: bool = False) -> dict[str, Any]:
+        """Keyword arguments for a redis-py connection pool (``asyncio``: for ``redis.asyncio``, whose retry is a
+        class of its own: given the sync one, redis-py converts it with a ``UserWarning`` per pool)."""
+        retry = AsyncRetry if asyncio else Retry
         return {
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.connect_timeout,
@@ -84,7 +87,7 @@ class ClientOptions:
             "timeout": self.pool_timeout,  # wait for a free pooled connection
             # One retry after a dropped connection (a pooled one may predate a server restart); none after a timeout,
             # which would only double the wait on a hanging server.
-            "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            "retry": retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             "protocol": 2,
             "health_check_interval": 30,
             **dict(self.extra),
@@ -354,7 +357,7 @@ class Connection:
             return self._last
         entry = self._async.get(loop)
         if entry is None:
-            kwargs = self.options.pool_kwargs()
+            kwargs = self.options.pool_kwargs(asyncio=True)
             size = kwargs.pop("max_connections")
             kwargs.pop("timeout")
             pool = self._new_async_pool(kwargs)
