@@ -105,7 +105,13 @@ async def test_200_asyncio_tasks_load_a_cold_key_once(server_url: str, unique_na
         assert stats.waits >= 1
 
 
-def test_threads_sync_get_or_set_load_once(cache: Cache) -> None:
+@pytest.mark.parametrize("first_read", FIRST_READS)
+def test_threads_sync_get_or_set_load_once(cache: Cache, first_read: str) -> None:
+    """With leased reads, one of the threads is granted the lease by its read and the others are told to wait (or
+    follow a caller of this process), whichever of them joins the local flight first."""
+    if first_read == "leased":
+        expect_misses(cache, "cold")
+    before = cache.stats().total.leases
     calls: list[int] = []
     barrier = threading.Barrier(30)
 
@@ -120,28 +126,6 @@ def test_threads_sync_get_or_set_load_once(cache: Cache) -> None:
 
     results = run_threads(caller, 30)
     assert results == [7] * 30 and calls == [1]
-
-
-@pytest.mark.parametrize("first_read", FIRST_READS)
-def test_threads_in_one_process_load_once_when_their_reads_take_the_lease(cache: Cache, first_read: str) -> None:
-    """30 threads miss at once: with leased reads one of them is granted the lease by its read and the others are
-    told to wait (or follow a caller of this process), whichever of them joins the local flight first."""
-    if first_read == "leased":
-        expect_misses(cache, "burst")
-    calls: list[int] = []
-    barrier = threading.Barrier(30)
-
-    def load() -> int:
-        calls.append(1)
-        time.sleep(0.1)
-        return 7
-
-    def caller() -> int:
-        barrier.wait()
-        return cache.get_or_set("burst:1", load, ttl=30)
-
-    before = cache.stats().total.leases
-    assert run_threads(caller, 30) == [7] * 30 and calls == [1]
     assert cache.stats().total.leases - before == 1
 
 
