@@ -17,7 +17,7 @@ from cachewise.breaker import CircuitBreaker
 from cachewise.engine import ops
 from cachewise.engine.context import Context, Request
 from cachewise.engine.firstread import FirstLease, LeaseRead, lease_answer, lease_read
-from cachewise.engine.flows import Found, after_read, first_read
+from cachewise.engine.flows import Found, after_read, first_command, first_read
 from cachewise.engine.reads import FAILED, EntryReader
 from cachewise.engine.stampede import MissOdds, Protection
 from cachewise.engine.steps import FOLLOW, LEAD, Hold, Join, Joined, Listen, Load, Share, Spawn, Wait
@@ -495,8 +495,7 @@ def leased_read(
 ) -> tuple[LeaseRead, Found, FirstLease | None]:
     """Send the first read of ``req`` (it must take the lease with it) and answer it: the counters hold ``seen``,
     the entry is ``raw`` (b"": none), ``acquire.lua`` answers ``lease`` after it (``[]``: the entry looked valid)."""
-    plan = ctx.read_plan(req.key, req.tokens)
-    ask = lease_read(ctx, req, plan)
+    plan, _, ask = first_command(ctx, req)
     assert ask is not None, "misses are likely: the first read should take the lease"
     counters: Any = counted(seen) if ask.keep else list(seen)
     reply, first = lease_answer(ctx, plan, ask, [counters, [raw, *lease]])
@@ -508,16 +507,19 @@ def leased_read(
 def test_a_plain_read_is_sent_while_misses_are_rare_or_without_single_flight() -> None:
     ctx = context()
     req = request(ctx)
-    assert lease_read(ctx, req, ctx.read_plan("k")) is None
+    plan, command, ask = first_command(ctx, req)
+    assert ask is None and command is plan.command  # the plain MGET
     likely(ctx)
-    assert lease_read(ctx, request(ctx, single_flight=False), ctx.read_plan("k")) is None
-    ask = lease_read(ctx, req, ctx.read_plan("k"))
-    assert ask is not None and ask.command.count == 2  # the counters, then acquire.lua: one round trip
+    assert first_command(ctx, request(ctx, single_flight=False))[2] is None
+    _, command, ask = first_command(ctx, req)
+    assert (
+        ask is not None and command is ask.command and ask.command.count == 2
+    )  # the counters, then acquire.lua: one round trip
     assert ask.keep and commands.COUNTERS.sha.encode() in ask.command.parts[0]  # not known yet: kept alive
     assert commands.ACQUIRE.sha.encode() in ask.command.parts[1] and b"read" in ask.command.parts[1]
     known(ctx)
     again = lease_read(ctx, req, ctx.read_plan("k"))
-    assert again is not None and not again.keep and again.command.parts[0].startswith(b"*3\r\n$4\r\nMGET")
+    assert not again.keep and again.command.parts[0].startswith(b"*3\r\n$4\r\nMGET")
 
 
 def test_a_miss_whose_read_took_the_lease_loads_at_once_and_asks_for_no_lease() -> None:

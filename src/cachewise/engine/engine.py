@@ -67,8 +67,8 @@ class Engine:
     def get_or_load(self, req: Request, loader: Callable[[], Any]) -> Any:
         """Cache-aside: the value of a fresh hit, else what the flow after the read returns (loading it if needed).
         When a miss is likely, the read takes the lease too (:mod:`cachewise.engine.firstread`)."""
-        plan, ask = first_command(self.context, req)
-        found, lease = first_found(self.context, req, plan, ask, self.executor.attempt(ask.command, req.scope))
+        plan, command, ask = first_command(self.context, req)
+        found, lease = first_found(self.context, req, plan, ask, self.executor.attempt(command, req.scope))
         if type(found) is not tuple:
             found = self.driver.run(found)
         flow = after_read(self.context, req, found, lease)
@@ -77,8 +77,8 @@ class Engine:
     async def aget_or_load(self, req: Request, loader: Callable[[], Any]) -> Any:
         """Async :meth:`get_or_load` (``loader`` may be async; a refresh runs in the background when ``req`` says
         so)."""
-        plan, ask = first_command(self.context, req)
-        found, lease = first_found(self.context, req, plan, ask, await self.executor.aattempt(ask.command, req.scope))
+        plan, command, ask = first_command(self.context, req)
+        found, lease = first_found(self.context, req, plan, ask, await self.executor.aattempt(command, req.scope))
         if type(found) is not tuple:
             found = await self.driver.arun(found)
         flow = after_read(self.context, req, found, lease)

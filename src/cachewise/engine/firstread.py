@@ -55,11 +55,9 @@ class FirstLease:
     answer: LeaseReply
 
 
-def lease_read(ctx: Context, req: Request, plan: ReadPlan) -> LeaseRead | None:
-    """The first read of ``req`` that takes the lease on a miss, or None when a plain read is the better guess (or
-    the call does not use single flight)."""
-    if not req.protection.single_flight or not ctx.odds.likely(plan.group):
-        return None
+def lease_read(ctx: Context, req: Request, plan: ReadPlan) -> LeaseRead:
+    """The first read of ``req`` that takes the lease on a miss (the caller decided that a miss is likely, and that
+    the call uses single flight)."""
     memo = ctx.writer.memo
     lease_ms = ctx.lease_ms(req)
     expected = memo.stamps(plan.counters, "")

@@ -29,7 +29,7 @@ from .reads import FAILED, NO_HEAD, RECHECK, ReadPlan
 from .stampede import new_token
 from .steps import Hold, Join, Joined, Listen, Load, Share, Spawn, Wait
 
-__all__ = ["PlainRead", "after_read", "first_command", "first_found", "first_read", "recheck"]
+__all__ = ["after_read", "first_command", "first_found", "first_read", "recheck"]
 
 #: What a read found: ``(value or MISSING, header tokens, the plan it ran, its reply or None)``.
 Found = tuple[Any, list[bytes], ReadPlan, Any]
@@ -67,27 +67,21 @@ def recheck(ctx: Context, plan: ReadPlan, raw: bytes, scope: Counters | None, se
     return value, head, again, reply
 
 
-class PlainRead:
-    """The plain first read of a plan: its ``MGET`` (the same shape as :class:`LeaseRead` for the engine)."""
-
-    __slots__ = ("command",)
-
-    def __init__(self, command: Command) -> None:
-        self.command = command
-
-
-def first_command(ctx: Context, req: Request) -> tuple[ReadPlan, LeaseRead | PlainRead]:
-    """What the first read of ``req`` sends: ``(its plan, the read)``, the lease read when a miss is likely."""
+def first_command(ctx: Context, req: Request) -> tuple[ReadPlan, Command, LeaseRead | None]:
+    """What the first read of ``req`` sends: ``(its plan, the command, the lease read or None)``: the plan's
+    ``MGET``, or the read that takes the lease with it when a miss is likely (:mod:`cachewise.engine.firstread`)."""
     plan = ctx.read_plan(req.key, req.tokens)
+    if not req.protection.single_flight or not ctx.odds.likely(plan.group):
+        return plan, plan.command, None
     ask = lease_read(ctx, req, plan)
-    return plan, PlainRead(plan.command) if ask is None else ask
+    return plan, ask.command, ask
 
 
-def first_found(ctx: Context, req: Request, plan: ReadPlan, ask: LeaseRead | PlainRead, reply: Any) -> tuple[Any, Any]:
-    """What the first read found (a :data:`~cachewise.engine.flows.Found`, or the flow that reads again) and what
-    its lease part answered (None for a plain read)."""
+def first_found(ctx: Context, req: Request, plan: ReadPlan, ask: LeaseRead | None, reply: Any) -> tuple[Any, Any]:
+    """What the first read found (a :data:`Found`, or the flow that reads again) and what its lease part answered
+    (None for a plain read)."""
     lease = None
-    if type(ask) is LeaseRead:
+    if ask is not None:
         reply, lease = lease_answer(ctx, plan, ask, reply)
     return first_read(ctx, plan, reply, req.scope, True), lease
 

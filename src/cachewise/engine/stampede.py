@@ -122,6 +122,8 @@ _WEIGHT = 1 / 16
 #: The share of misses from which a cache-aside read takes the lease with its read.
 LIKELY = 1 / 8
 _GROUPS = 4096
+#: A share of misses below this is taken as none (the hit path then skips the arithmetic).
+_FLOOR = 1 / 1024
 
 
 class MissOdds:
@@ -141,16 +143,21 @@ class MissOdds:
         return (self._all if share is None else share) >= LIKELY
 
     def observe(self, group: str, missed: bool) -> None:
-        """A cache-aside read of ``group`` hit (``missed`` False) or missed."""
-        seen = 1.0 if missed else 0.0
-        self._all += (seen - self._all) * _WEIGHT
+        """A cache-aside read of ``group`` hit (``missed`` False) or missed.  A share that falls below
+        :data:`_FLOOR` is 0, so that a hit of a group that has long stopped missing costs one dict lookup."""
         groups = self._groups
         share = groups.get(group)
+        if not missed and share == 0.0 and self._all == 0.0:
+            return
+        seen = 1.0 if missed else 0.0
+        total = self._all + (seen - self._all) * _WEIGHT
+        self._all = total if total >= _FLOOR else 0.0
         if share is None:
             if len(groups) >= _GROUPS:
                 groups.clear()
-            share = self._all
-        groups[group] = share + (seen - share) * _WEIGHT
+            share = total
+        share += (seen - share) * _WEIGHT
+        groups[group] = share if share >= _FLOOR else 0.0
 
 
 def new_token() -> str:
