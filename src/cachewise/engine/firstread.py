@@ -2,9 +2,10 @@
 of the key's group mostly missed — a read that takes the lease in the same round trip, so that a miss costs two round
 trips (read and lease, then write) instead of three (read, lease, write).
 
-The lease read is ``acquire.lua`` in its ``first`` mode, judged by the server against the counter values this
-process last saw (:class:`~cachewise.engine.writes.StampMemo`), sent in one write after the counters' own read
-(an ``MGET``, or ``counters.lua`` when they are not known to live through the lease).  The client still judges the
+The lease read is ``acquire.lua`` in its ``read`` mode (``commands.acquire(..., first=True)``), judged by the
+server against the counter values this process last saw (:class:`~cachewise.engine.writes.StampMemo`), sent in one
+write after the counters' own read (an ``MGET``, or ``counters.lua`` when they are not known to live through the
+lease).  The client still judges the
 entry against the counter values read beside it, exactly as after a plain read, so a memory that is out of date
 costs a round trip (a lease given back, or asked for again), never a wrong answer.
 

@@ -77,7 +77,9 @@ def first_command(ctx: Context, req: Request) -> tuple[ReadPlan, Command, LeaseR
     return plan, ask.command, ask
 
 
-def first_found(ctx: Context, req: Request, plan: ReadPlan, ask: LeaseRead | None, reply: Any) -> tuple[Any, Any]:
+def first_found(
+    ctx: Context, req: Request, plan: ReadPlan, ask: LeaseRead | None, reply: Any
+) -> tuple[Any, FirstLease | None]:
     """What the first read found (a :data:`Found`, or the flow that reads again) and what its lease part answered
     (None for a plain read)."""
     lease = None
