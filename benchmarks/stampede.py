@@ -221,13 +221,12 @@ def install_trace() -> None:
     from cachewise.engine import engine
     from cachewise.transport import notify
 
-    original = engine.after_read
+    original = engine.reload
 
-    def traced(ctx: Any, req: Any, found: Any) -> Any:
-        inner = original(ctx, req, found)
-        return None if inner is None else _traced_flow(inner, _CALLER.get())
+    def traced(ctx: Any, req: Any, found: Any, lease: Any, why: str) -> Any:
+        return _traced_flow(original(ctx, req, found, lease, why), _CALLER.get())
 
-    engine.after_read = traced  # the engine calls after_read(...) through its module's namespace
+    engine.reload = traced  # the engine calls reload(...) through its module's namespace
     handle = notify.FillNotifier._handle
 
     def traced_handle(self: Any, message: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from .decorator import CachedDecorator
-from .engine import Context, Engine, EntryReader, EntryWriter, Request, ops
+from .engine import Context, Engine, EntryReader, EntryWriter, Site, ops
 from .engine.stampede import DEFAULT, Protection, ProtectionOverrides
 from .executor import Executor
 from .failures import ErrorLog
@@ -165,8 +165,8 @@ class Cache:
         died: a running loader keeps its lease) and ``max_wait`` (seconds a caller waits for another's load before
         loading itself; default 3 × the lease TTL) override the cache's :class:`Protection` for this call.
         """
-        request = self._request(key, ttl, tags, jitter, protection, "cache.get_or_set")
-        return self.engine.get_or_load(request, loader)  # type: ignore[no-any-return]
+        site = self._site(ttl, jitter, protection, "cache.get_or_set")
+        return self.engine.get_or_load(site, key, tokens(tags), loader)  # type: ignore[no-any-return]
 
     def bump_version(self, group: str | None = None) -> int:
         """Make every key of ``group`` (its first ``:`` segment, e.g. ``"product"``) a miss at once; with no group,
@@ -247,8 +247,8 @@ class Cache:
     ) -> T:
         """Async :meth:`get_or_set`; ``loader`` may be a plain or an async callable.  A stale or early refresh runs
         in the background: the caller gets the current value at once."""
-        request = self._request(key, ttl, tags, jitter, protection, "cache.aget_or_set", background=True)
-        return await self.engine.aget_or_load(request, loader)  # type: ignore[no-any-return]
+        site = self._site(ttl, jitter, protection, "cache.aget_or_set", background=True)
+        return await self.engine.aget_or_load(site, key, tokens(tags), loader)  # type: ignore[no-any-return]
 
     async def abump_version(self, group: str | None = None) -> int:
         """Async :meth:`bump_version`."""
@@ -270,19 +270,17 @@ class Cache:
     ) -> Any:  # fmt: skip
         return ops.write(self.engine.context, key, value, ttl, tokens(tags), jitter, where, version=version)
 
-    def _request(
+    def _site(
         self,
-        key: str,
         ttl: TTLLike | None,
-        tags: Iterable[str],
         jitter: float | None,
         overrides: ProtectionOverrides,
         where: str,
         *,
         background: bool = False,
-    ) -> Request:
+    ) -> Site:
         protection = self.engine.context.protection_with(None, dict(overrides))
-        return Request(key, tokens(tags), ttl, jitter, None, where, protection, background)
+        return Site(ttl, jitter, None, where, protection, background)
 
     def _version_counter(self, group: str | None) -> list[str]:
         return [self.keyspace.namespace_version if group is None else self.keyspace.group_version(group)]

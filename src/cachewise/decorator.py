@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
-from .engine import Engine, Request, ops
+from .engine import Engine, Site, ops
 from .engine.stampede import Protection
 from .errors import ConfigurationError
 from .keys import CallKey
@@ -77,6 +77,9 @@ class CachedDecorator:
 class CachedFunction(Generic[P, R]):
     """A cached ``def``; call it as the original function."""
 
+    #: Whether a refresh runs in the background (async functions) rather than in the caller.
+    _background = False
+
     def __init__(self, spec: CachedDecorator, fn: Callable[P, R], bound_to: Any = None) -> None:
         self._spec = spec
         self._fn = fn
@@ -85,6 +88,8 @@ class CachedFunction(Generic[P, R]):
         self._name = self._call_key.name
         self._scope = self._cache.report.scope(self._name)
         self._self = bound_to
+        #: What every call shares (a hit builds nothing more than its key).
+        self._site = Site(spec.ttl, spec.jitter, self._scope, self._name, spec.protection, self._background)
         functools.update_wrapper(self, fn)
 
     # -- keys -------------------------------------------------------------------------------------------------
@@ -115,10 +120,6 @@ class CachedFunction(Generic[P, R]):
         return group
 
     # -- calls ------------------------------------------------------------------------------------------------
-    def _request(self, key: str, tags: tuple[str, ...], background: bool = False) -> Request:
-        spec = self._spec
-        return Request(key, tags, spec.ttl, spec.jitter, self._scope, self._name, spec.protection, background)
-
     def _write(self, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The flow of a write-through of ``value`` as the result of a call with these arguments."""
         key, tags = self._key_and_tags(args, kwargs)
@@ -131,7 +132,7 @@ class CachedFunction(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         key, tags = self._key_and_tags(args, kwargs)
         fn, full = self._fn, self._args(args)
-        return self._cache.engine.get_or_load(self._request(key, tags), lambda: fn(*full, **kwargs))  # type: ignore[no-any-return]
+        return self._cache.engine.get_or_load(self._site, key, tags, lambda: fn(*full, **kwargs))  # type: ignore[no-any-return]
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Delete the cached result of a call with these arguments; True when there was one."""
@@ -164,6 +165,8 @@ class CachedFunction(Generic[P, R]):
 class AsyncCachedFunction(CachedFunction[P, R]):
     """A cached ``async def``; await it as the original coroutine function."""
 
+    _background = True
+
     def __init__(self, spec: CachedDecorator, fn: Callable[P, R], bound_to: Any = None) -> None:
         super().__init__(spec, fn, bound_to)
         # Frameworks (FastAPI, Starlette, asyncio) must see a coroutine function.
@@ -175,8 +178,7 @@ class AsyncCachedFunction(CachedFunction[P, R]):
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
         key, tags = self._key_and_tags(args, kwargs)
         fn, full = self._fn, self._args(args)
-        request = self._request(key, tags, background=True)
-        return await self._cache.engine.aget_or_load(request, lambda: fn(*full, **kwargs))  # type: ignore[no-any-return]
+        return await self._cache.engine.aget_or_load(self._site, key, tags, lambda: fn(*full, **kwargs))  # type: ignore[no-any-return]
 
     async def aset(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Async :meth:`set` (write-through)."""

@@ -4,8 +4,7 @@ A component (the cache, the read-through engine, the rate limiter, the session s
 ready :class:`~cachewise.transport.command.Command` and hands it here.  The executor is the only place that
 
 * asks the circuit breaker whether the server may be called (an open breaker skips the call at once),
-* sends the command and reads its replies (:meth:`Connection.pipelined <cachewise.transport.connection.Connection.
-  pipelined>`),
+* sends the command and reads its replies (:meth:`Connection.send <cachewise.transport.connection.Connection.send>`),
 * loads the Lua scripts a server answers ``NOSCRIPT`` for (it restarted, or ran ``SCRIPT FLUSH``) and sends those
   parts again,
 * times the round trip and counts it, tells the breaker how the server did, and classifies, counts and logs a
@@ -21,7 +20,7 @@ OpenTelemetry spans go.  The sync and async paths share every step but the send 
 
 from __future__ import annotations
 
-import time
+from time import perf_counter
 from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
@@ -73,7 +72,7 @@ class Executor:
         """The reply (a list for a command of several parts), or :class:`Failed`."""
         if not self.breaker.allow():
             return self._skipped(command, scope)
-        started = time.perf_counter()
+        started = perf_counter()
         try:
             replies = self._connection.send(command)
             again = _noscript(command, replies) if command.scripted else None
@@ -81,13 +80,18 @@ class Executor:
                 _merge(replies, again, self._connection.send(again.command))
         except SERVER_ERRORS as exc:
             return self._failed(command, exc, scope, started)
-        return self._answered(command, replies, scope, started)
+        self._roundtrip(perf_counter() - started, scope)
+        self.breaker.success()
+        reply = replies[0]
+        if command.count == 1 and not isinstance(reply, ResponseError):  # nearly always
+            return reply
+        return self._answered(command, replies, scope)
 
     async def aattempt(self, command: Command, scope: Counters | None = None) -> Any:
         """Async :meth:`attempt`."""
         if not self.breaker.allow():
             return self._skipped(command, scope)
-        started = time.perf_counter()
+        started = perf_counter()
         try:
             replies = await self._connection.asend(command)
             again = _noscript(command, replies) if command.scripted else None
@@ -95,7 +99,12 @@ class Executor:
                 _merge(replies, again, await self._connection.asend(again.command))
         except SERVER_ERRORS as exc:
             return self._failed(command, exc, scope, started)
-        return self._answered(command, replies, scope, started)
+        self._roundtrip(perf_counter() - started, scope)
+        self.breaker.success()
+        reply = replies[0]
+        if command.count == 1 and not isinstance(reply, ResponseError):  # nearly always
+            return reply
+        return self._answered(command, replies, scope)
 
     def run(self, command: Command, scope: Counters | None = None) -> Any:
         """The reply; a failure (already reported) is raised."""
@@ -121,9 +130,8 @@ class Executor:
         return Stream(connection.new_pool, connection.options.pool_kwargs(), reply_timeout)
 
     # -- shared steps (no I/O) ----------------------------------------------------------------------------------
-    def _answered(self, command: Command, replies: list[Any], scope: Counters | None, started: float) -> Any:
-        self._roundtrip(time.perf_counter() - started, scope)
-        self.breaker.success()
+    def _answered(self, command: Command, replies: list[Any], scope: Counters | None) -> Any:
+        """The answer to a command of several parts, or one whose reply is an error."""
         if command.count == 1:
             reply = replies[0]
             if command.strict and isinstance(reply, ResponseError):
@@ -141,7 +149,7 @@ class Executor:
         return Failed(reply)
 
     def _failed(self, command: Command, exc: BaseException, scope: Counters | None, started: float) -> Failed:
-        self._report.roundtrip(time.perf_counter() - started, scope)
+        self._report.roundtrip(perf_counter() - started, scope)
         self._report.failure(command.name, exc, scope)
         return Failed(exc)
 

@@ -119,6 +119,13 @@ class StatsRegistry:
             if scope is not None:
                 setattr(scope, name, getattr(scope, name) + amount)
 
+    def hit(self, scope: Counters | None) -> None:
+        """One hit (:meth:`add` of ``"hits"``, without looking the counter up by name: every hit pays this)."""
+        with self._lock:
+            self._total.hits += 1
+            if scope is not None:
+                scope.hits += 1
+
     def roundtrip(self, seconds: float, scope: Counters | None = None) -> None:
         """One server round trip of ``seconds``.  Every command pays this, so it takes no lock: it queues the round
         trip (``deque.append`` is atomic), and the queue is added to the counters under the lock when it grows long

@@ -15,9 +15,9 @@ import pytest
 
 from cachewise.breaker import CircuitBreaker
 from cachewise.engine import ops
-from cachewise.engine.context import Context, Request
+from cachewise.engine.context import Context, Request, Site
 from cachewise.engine.firstread import FirstLease, LeaseRead, lease_answer, lease_read
-from cachewise.engine.flows import Found, after_read, first_command, first_read
+from cachewise.engine.flows import Found, after_read, first_command, first_read, settle
 from cachewise.engine.reads import FAILED, EntryReader
 from cachewise.engine.stampede import MissOdds, Protection
 from cachewise.engine.steps import FOLLOW, LEAD, Hold, Join, Joined, Listen, Load, Share, Spawn, Wait
@@ -484,6 +484,42 @@ def test_the_odds_of_a_miss_follow_the_recent_reads_of_a_group() -> None:
     assert odds.likely("h") and not odds.likely("g")  # per group
 
 
+def test_the_odds_go_quiet_once_the_cache_stops_missing_and_wake_at_the_next_miss() -> None:
+    odds = MissOdds()
+    assert odds.quiet  # nothing missed yet: the hit path asks nothing
+    for _ in range(3):
+        odds.observe("g", True)
+    assert not odds.quiet and odds.likely("g")
+    hits = 0
+    while not odds.quiet:
+        odds.observe("g", False)
+        hits += 1
+    assert hits == 81  # a share of 0.18 after three misses, times (15/16) per hit, falls under 1/1024
+    assert not odds.likely("g") and not odds.likely("other")  # every group's share forgotten with the cache's
+    odds.observe("g", True)
+    assert not odds.quiet and not odds.likely("g")  # one miss: 1/16, under the 1/8 that takes the lease
+
+
+def test_what_remains_after_the_first_read_is_settled_without_a_request() -> None:
+    """The hit path asks :func:`settle` (a :class:`Site` is all it needs) and builds a request only for a flow."""
+    ctx = context(Protection(early_refresh=0))
+    site = Site(60, None, None, "test", ctx.protection)
+    plan = ctx.read_plan("k")
+    now = int(time.time() * 1000)
+    hit = first_read(ctx, plan, [entry_bytes(b"1", written_ms=now, ttl_ms=60_000), V, V], None, True)
+    assert settle(ctx, site.protection, hit) is None and ctx.odds.quiet  # a hit of a quiet cache changes nothing
+    given = FirstLease("t", 1000, time.monotonic(), commands.lease_reply([b"L"]))
+    assert settle(ctx, site.protection, hit, given) == "release"
+    stale = entry_bytes(b"1", written_ms=now - 2000, ttl_ms=1000, grace_ms=30_000)
+    assert settle(ctx, site.protection, first_read(ctx, plan, [stale, V, V], None, True)) == "stale"
+    assert settle(ctx, site.protection, first_read(ctx, plan, Failed(OSError()), None, True)) == "failed"
+    assert ctx.odds.quiet  # a read that failed says nothing of the odds
+    assert settle(ctx, site.protection, first_read(ctx, plan, [None, V, V], None, True)) == "miss"
+    assert not ctx.odds.quiet
+    req = site.request("k", ())
+    assert (req.key, req.tokens, req.where, req.protection) == ("k", (), "test", ctx.protection)
+
+
 def likely(ctx: Context, key: str = "k") -> None:
     """Make ``ctx`` expect misses for the group of ``key`` (as after a run of misses)."""
     for _ in range(4):
@@ -495,7 +531,8 @@ def leased_read(
 ) -> tuple[LeaseRead, Found, FirstLease | None]:
     """Send the first read of ``req`` (it must take the lease with it) and answer it: the counters hold ``seen``,
     the entry is ``raw`` (b"": none), ``acquire.lua`` answers ``lease`` after it (``[]``: the entry looked valid)."""
-    plan, _, ask = first_command(ctx, req)
+    plan = ctx.read_plan(req.key, req.tokens)
+    _, ask = first_command(ctx, req, plan)
     assert ask is not None, "misses are likely: the first read should take the lease"
     counters: Any = counted(seen) if ask.keep else list(seen)
     reply, first = lease_answer(ctx, plan, ask, [counters, [raw, *lease]])
@@ -507,11 +544,12 @@ def leased_read(
 def test_a_plain_read_is_sent_while_misses_are_rare_or_without_single_flight() -> None:
     ctx = context()
     req = request(ctx)
-    plan, command, ask = first_command(ctx, req)
+    plan = ctx.read_plan("k")
+    command, ask = first_command(ctx, req, plan)
     assert ask is None and command is plan.command  # the plain MGET
     likely(ctx)
-    assert first_command(ctx, request(ctx, single_flight=False))[2] is None
-    _, command, ask = first_command(ctx, req)
+    assert first_command(ctx, request(ctx, single_flight=False), plan)[1] is None
+    command, ask = first_command(ctx, req, plan)
     assert (
         ask is not None and command is ask.command and ask.command.count == 2
     )  # the counters, then acquire.lua: one round trip

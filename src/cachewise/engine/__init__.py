@@ -12,10 +12,21 @@
 """
 
 from . import ops
-from .context import Context, Request
+from .context import Context, Request, Site
 from .engine import Engine
 from .reads import EntryReader, ReadPlan
 from .stampede import DEFAULT, Protection
 from .writes import EntryWriter
 
-__all__ = ["DEFAULT", "Context", "Engine", "EntryReader", "EntryWriter", "Protection", "ReadPlan", "Request", "ops"]
+__all__ = [
+    "DEFAULT",
+    "Context",
+    "Engine",
+    "EntryReader",
+    "EntryWriter",
+    "Protection",
+    "ReadPlan",
+    "Request",
+    "Site",
+    "ops",
+]

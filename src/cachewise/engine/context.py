@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from ..keyspace import KeySpace
@@ -21,25 +20,67 @@ from .reads import EntryReader, ReadPlan
 from .stampede import LoadTimes, MissOdds, Protection
 from .writes import EntryWriter
 
-__all__ = ["Context", "Request"]
+__all__ = ["Context", "Request", "Site"]
 
 _PLAN_MEMO_SIZE = 4096
 
 
-@dataclass(slots=True)
-class Request:
-    """One cache-aside call: what to read, how to store, how to protect the origin.  Never changed once built (not
-    ``frozen``: one is built per call, and a frozen dataclass takes five times as long to build)."""
+class Site:
+    """Where cache-aside calls come from (a decorated function, or one ``get_or_set`` call): how they store and how
+    they protect the origin, whatever the key.  A decorated function builds its site once, so that a hit builds
+    nothing; the :class:`Request` of one call is built only when a flow needs it (:meth:`request`).  Never changed
+    once built (not a frozen dataclass: ``get_or_set`` builds one per call, and a frozen one takes five times as long
+    to build)."""
 
-    key: str
-    tokens: tuple[str, ...]
-    ttl: TTLLike | None
-    jitter: float | None
-    scope: Counters | None
-    where: str
-    protection: Protection
-    #: Refresh in the background (async code) rather than in the caller.
-    background: bool = False
+    __slots__ = ("background", "jitter", "protection", "scope", "ttl", "where")
+
+    def __init__(
+        self,
+        ttl: TTLLike | None,
+        jitter: float | None,
+        scope: Counters | None,
+        where: str,
+        protection: Protection,
+        background: bool = False,
+    ) -> None:
+        self.ttl = ttl
+        self.jitter = jitter
+        self.scope = scope
+        self.where = where
+        self.protection = protection
+        #: Refresh in the background (async code) rather than in the caller.
+        self.background = background
+
+    def request(self, key: str, tokens: tuple[str, ...]) -> Request:
+        """The request of one call from here, for ``key`` with tag tokens ``tokens``."""
+        return Request(key, tokens, self.ttl, self.jitter, self.scope, self.where, self.protection, self.background)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.where!r}, ttl={self.ttl!r}, protection={self.protection!r})"
+
+
+class Request(Site):
+    """One cache-aside call: its key and tags' tokens, and its :class:`Site` 's settings."""
+
+    __slots__ = ("key", "tokens")
+
+    def __init__(
+        self,
+        key: str,
+        tokens: tuple[str, ...],
+        ttl: TTLLike | None,
+        jitter: float | None,
+        scope: Counters | None,
+        where: str,
+        protection: Protection,
+        background: bool = False,
+    ) -> None:
+        super().__init__(ttl, jitter, scope, where, protection, background)
+        self.key = key
+        self.tokens = tokens
+
+    def __repr__(self) -> str:
+        return f"Request({self.key!r}, tokens={self.tokens!r}, where={self.where!r})"
 
 
 class Context:
@@ -78,10 +119,10 @@ class Context:
             self._plans[memo_key] = plan
         return plan
 
-    def lease_ms(self, req: Request) -> int:
-        """The lease TTL for a load of ``req`` (configured, or derived from the loads of its function so far)."""
-        times = self._load_times.get(req.where)
-        return (times or LoadTimes()).lease_ms(req.protection.lease_ttl)
+    def lease_ms(self, site: Site) -> int:
+        """The lease TTL for a load of a call from ``site`` (configured, or derived from its loads so far)."""
+        times = self._load_times.get(site.where)
+        return (times or LoadTimes()).lease_ms(site.protection.lease_ttl)
 
     def loaded(self, req: Request, seconds: float, *, leased: bool) -> None:
         """A load of ``req`` took ``seconds``."""

@@ -21,10 +21,11 @@ from ..executor import Executor
 from ..runner import Flow
 from ..stats import Counters
 from ..transport.command import Command
-from .context import Context, Request
+from .context import Context, Site
 from .driver import Driver
+from .firstread import lease_answer
 from .flights import LocalFlights
-from .flows import Found, after_read, first_command, first_found, first_read
+from .flows import Found, first_command, first_read, reload, settle
 from .leases import LeaseKeeper
 from .steps import Hold
 
@@ -53,7 +54,7 @@ class Engine:
     def read(self, key: str, tokens: tuple[str, ...] = (), scope: Counters | None = None, stale: bool = False) -> Found:
         """One read of ``key`` (counted): ``(value or MISSING, header, plan, reply)``; fails open."""
         plan = self.context.read_plan(key, tokens)
-        found = first_read(self.context, plan, self.executor.attempt(plan.command, scope), scope, stale)
+        found = first_read(self.context, plan, self.executor.attempt(plan.mget or plan.command, scope), scope, stale)
         return found if type(found) is tuple else self.driver.run(found)
 
     async def aread(
@@ -61,28 +62,45 @@ class Engine:
     ) -> Found:
         """Async :meth:`read`."""
         plan = self.context.read_plan(key, tokens)
-        found = first_read(self.context, plan, await self.executor.aattempt(plan.command, scope), scope, stale)
+        found = first_read(
+            self.context, plan, await self.executor.aattempt(plan.mget or plan.command, scope), scope, stale
+        )
         return found if type(found) is tuple else await self.driver.arun(found)
 
-    def get_or_load(self, req: Request, loader: Callable[[], Any]) -> Any:
-        """Cache-aside: the value of a fresh hit, else what the flow after the read returns (loading it if needed).
-        When a miss is likely, the read takes the lease too (:mod:`cachewise.engine.firstread`)."""
-        plan, command, ask = first_command(self.context, req)
-        found, lease = first_found(self.context, req, plan, ask, self.executor.attempt(command, req.scope))
+    def get_or_load(self, site: Site, key: str, tokens: tuple[str, ...], loader: Callable[[], Any]) -> Any:
+        """Cache-aside for a call from ``site``: the value of a fresh hit, else what the flow after the read returns
+        (loading it if needed).  When a miss is likely, the read takes the lease too
+        (:mod:`cachewise.engine.firstread`)."""
+        ctx = self.context
+        plan = ctx.read_plan(key, tokens)
+        command, ask = first_command(ctx, site, plan)
+        reply, lease = self.executor.attempt(command, site.scope), None
+        if ask is not None:
+            reply, lease = lease_answer(ctx, plan, ask, reply)
+        found = first_read(ctx, plan, reply, site.scope, True)
         if type(found) is not tuple:
             found = self.driver.run(found)
-        flow = after_read(self.context, req, found, lease)
-        return found[0] if flow is None else self.driver.run(flow, loader, req.where)
+        why = settle(ctx, site.protection, found, lease)
+        if why is None:
+            return found[0]
+        return self.driver.run(reload(ctx, site.request(key, tokens), found, lease, why), loader, site.where)
 
-    async def aget_or_load(self, req: Request, loader: Callable[[], Any]) -> Any:
-        """Async :meth:`get_or_load` (``loader`` may be async; a refresh runs in the background when ``req`` says
+    async def aget_or_load(self, site: Site, key: str, tokens: tuple[str, ...], loader: Callable[[], Any]) -> Any:
+        """Async :meth:`get_or_load` (``loader`` may be async; a refresh runs in the background when ``site`` says
         so)."""
-        plan, command, ask = first_command(self.context, req)
-        found, lease = first_found(self.context, req, plan, ask, await self.executor.aattempt(command, req.scope))
+        ctx = self.context
+        plan = ctx.read_plan(key, tokens)
+        command, ask = first_command(ctx, site, plan)
+        reply, lease = await self.executor.aattempt(command, site.scope), None
+        if ask is not None:
+            reply, lease = lease_answer(ctx, plan, ask, reply)
+        found = first_read(ctx, plan, reply, site.scope, True)
         if type(found) is not tuple:
             found = await self.driver.arun(found)
-        flow = after_read(self.context, req, found, lease)
-        return found[0] if flow is None else await self.driver.arun(flow, loader)
+        why = settle(ctx, site.protection, found, lease)
+        if why is None:
+            return found[0]
+        return await self.driver.arun(reload(ctx, site.request(key, tokens), found, lease, why), loader)
 
     # -- other flows ------------------------------------------------------------------------------------------------
     def run(self, flow: Flow[Any]) -> Any:

@@ -24,7 +24,7 @@ from ..entries import commands
 from ..entries.commands import LeaseReply
 from ..executor import Failed
 from ..transport.command import Command
-from .context import Context, Request
+from .context import Context, Site
 from .reads import ReadPlan
 from .stampede import new_token
 
@@ -56,14 +56,16 @@ class FirstLease:
     answer: LeaseReply
 
 
-def lease_read(ctx: Context, req: Request, plan: ReadPlan) -> LeaseRead:
-    """The first read of ``req`` that takes the lease on a miss (the caller decided that a miss is likely, and that
-    the call uses single flight)."""
+def lease_read(ctx: Context, site: Site, plan: ReadPlan) -> LeaseRead:
+    """The first read of ``plan`` (a call's own plan), from ``site``, that takes the lease on a miss (the caller
+    decided that a miss is likely, and that the call uses single flight)."""
     memo = ctx.writer.memo
-    lease_ms = ctx.lease_ms(req)
+    lease_ms = ctx.lease_ms(site)
     expected = memo.stamps(plan.counters, "")
     token = new_token()
-    lease = commands.acquire(ctx.space, req.key, token, lease_ms, tag_tokens=req.tokens, expected=expected, first=True)
+    lease = commands.acquire(
+        ctx.space, plan.key, token, lease_ms, tag_tokens=plan.tokens, expected=expected, first=True
+    )
     keep = not memo.alive(plan.counters, expected, lease_ms)
     counters = commands.counters(plan.counters, lease_ms, commands.fresh_value()) if keep else plan.read_counters
     return LeaseRead(Command.join("read", [counters, lease]), token, lease_ms, keep, time.monotonic())

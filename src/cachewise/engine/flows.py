@@ -4,8 +4,9 @@ A flow makes every decision and yields each piece of I/O as a step (:class:`~cac
 of :mod:`cachewise.engine.steps`); the engine's driver runs the steps.  So leases, waiting, early refresh and stale
 serving exist once, as in ``h11``/``httpcore``, and are tested without a server by feeding them replies.
 
-The hit path never enters a flow: the engine reads, judges with :func:`first_read`, and :func:`after_read` says
-whether anything remains to be done (a fresh hit: nothing).  When the first read took the lease too
+The hit path never enters a flow: the engine reads, judges with :func:`first_read`, and :func:`settle` says whether
+anything remains to be done (a fresh hit: nothing, and the call's :class:`~cachewise.engine.context.Request` is
+never built); :func:`reload` is the flow of what remains.  When the first read took the lease too
 (:mod:`cachewise.engine.firstread`), its answer comes with the read, and the flow starts from it.
 """
 
@@ -23,13 +24,13 @@ from ..missing import MISSING
 from ..runner import Flow, Send
 from ..stats import Counters
 from ..transport.command import Command
-from .context import Context, Request
-from .firstread import FirstLease, LeaseRead, lease_answer, lease_read
+from .context import Context, Request, Site
+from .firstread import FirstLease, LeaseRead, lease_read
 from .reads import FAILED, NO_HEAD, RECHECK, ReadPlan
-from .stampede import new_token
+from .stampede import Protection, new_token
 from .steps import Hold, Join, Joined, Listen, Load, Share, Spawn, Wait
 
-__all__ = ["after_read", "first_command", "first_found", "first_read", "recheck"]
+__all__ = ["after_read", "first_command", "first_read", "recheck", "reload", "settle"]
 
 #: What a read found: ``(value or MISSING, header tokens, the plan it ran, its reply or None)``.
 Found = tuple[Any, list[bytes], ReadPlan, Any]
@@ -67,45 +68,59 @@ def recheck(ctx: Context, plan: ReadPlan, raw: bytes, scope: Counters | None, se
     return value, head, again, reply
 
 
-def first_command(ctx: Context, req: Request) -> tuple[ReadPlan, Command, LeaseRead | None]:
-    """What the first read of ``req`` sends: ``(its plan, the command, the lease read or None)``: the plan's
-    ``MGET``, or the read that takes the lease with it when a miss is likely (:mod:`cachewise.engine.firstread`)."""
-    plan = ctx.read_plan(req.key, req.tokens)
-    if not req.protection.single_flight or not ctx.odds.likely(plan.group):
-        return plan, plan.command, None
-    ask = lease_read(ctx, req, plan)
-    return plan, ask.command, ask
+def first_command(ctx: Context, site: Site, plan: ReadPlan) -> tuple[Command, LeaseRead | None]:
+    """What the first read of a call from ``site`` sends for ``plan`` (the call's own plan): ``(the command, the
+    lease read or None)``: the plan's ``MGET``, or the read that takes the lease with it when a miss is likely
+    (:mod:`cachewise.engine.firstread`)."""
+    odds = ctx.odds
+    if odds.quiet or not site.protection.single_flight or not odds.likely(plan.group):
+        return plan.mget or plan.command, None
+    ask = lease_read(ctx, site, plan)
+    return ask.command, ask
 
 
-def first_found(
-    ctx: Context, req: Request, plan: ReadPlan, ask: LeaseRead | None, reply: Any
-) -> tuple[Any, FirstLease | None]:
-    """What the first read found (a :data:`Found`, or the flow that reads again) and what its lease part answered
-    (None for a plain read)."""
-    lease = None
-    if ask is not None:
-        reply, lease = lease_answer(ctx, plan, ask, reply)
-    return first_read(ctx, plan, reply, req.scope, True), lease
+def settle(ctx: Context, protection: Protection, found: Found, lease: FirstLease | None = None) -> str | None:
+    """What a cache-aside call has left to do after its first read (and the share of misses it counts towards):
+    None, nothing (``found[0]`` is the answer: a fresh hit); ``"release"``, give back the lease its read took for
+    a fresh hit; ``"early"`` / ``"stale"``, refresh a hit; ``"corrupt"``, reload a hit whose times are unreadable;
+    ``"failed"``, load without the cache (the server did not answer); ``"miss"``, load or wait."""
+    value, head = found[0], found[1]
+    odds = ctx.odds
+    if value is MISSING:
+        if head is FAILED:
+            return "failed"
+        odds.observe(found[2].group, True)
+        return "miss"
+    if not odds.quiet:  # quiet: a hit changes nothing
+        odds.observe(found[2].group, False)
+    why = ctx.reader.refresh_due(head, protection) if head else None
+    if why is None and lease is not None and lease.answer.kind == "granted":
+        return "release"
+    return why
 
 
 def after_read(ctx: Context, req: Request, found: Found, lease: FirstLease | None = None) -> Flow[Any] | None:
-    """What remains after the first read of a cache-aside call: None for a fresh hit (return its value), else the
-    flow that reloads (a miss, a hit due for an early or a stale refresh, or a server that did not answer: then
-    load without the cache — no lease, no store, no second timeout).  ``lease``: what the lease asked for with the
-    read answered (a lease granted for a hit is given back)."""
+    """What remains after the first read of a cache-aside call (:func:`settle`): None for a fresh hit (return its
+    value), else the flow that does it (:func:`reload`).  ``lease``: what the lease asked for with the read
+    answered (a lease granted for a hit is given back)."""
+    why = settle(ctx, req.protection, found, lease)
+    return None if why is None else reload(ctx, req, found, lease, why)
+
+
+def reload(ctx: Context, req: Request, found: Found, lease: FirstLease | None, why: str) -> Flow[Any]:
+    """The flow of what :func:`settle` said remains (``why``): reload a miss (with single flight: one caller loads,
+    the others wait) or a hit due for an early or a stale refresh; give back a lease taken for a hit; or, when the
+    server did not answer, load without the cache (no lease, no store, no second timeout)."""
     value, head, plan, reply = found
-    if head is not FAILED:
-        ctx.odds.observe(plan.group, value is MISSING)
-    granted = lease if lease is not None and lease.answer.kind == "granted" else None
-    if value is not MISSING:
-        why = ctx.reader.refresh_due(head, req.protection) if head else None
-        if why is None:
-            return None if granted is None else _give_back(ctx, req, granted.token, value)
-        if why != "corrupt":
-            return _refresh(ctx, req, value, head, why, _known(ctx, req, plan, reply), lease)
-        ctx.reader.invalid(req.scope, "corrupt entry times")
-    if head is FAILED:
+    if why == "release":
+        assert lease is not None
+        return _give_back(ctx, req, lease.token, value)
+    if why == "early" or why == "stale":
+        return _refresh(ctx, req, value, head, why, _known(ctx, req, plan, reply), lease)
+    if why == "failed":
         return _load(ctx, req, None)
+    if why == "corrupt":
+        ctx.reader.invalid(req.scope, "corrupt entry times")
     if not req.protection.single_flight:
         return _load(ctx, req, "", stamps=_known(ctx, req, plan, reply))
     return _single_flight(ctx, req, _known(ctx, req, plan, reply), lease)

@@ -35,7 +35,7 @@ FAILED: list[bytes] = []
 class ReadPlan:
     """One read of ``key`` knowing ``tokens`` (its tags): the keys (the entry, then its counters) and the ``MGET``."""
 
-    __slots__ = ("_command", "counters", "entry", "group", "key", "keys", "tokens")
+    __slots__ = ("counters", "entry", "group", "key", "keys", "mget", "tokens")
 
     def __init__(self, space: KeySpace, key: str, tokens: tuple[str, ...]) -> None:
         self.key = key
@@ -45,15 +45,17 @@ class ReadPlan:
         self.counters = tuple(self.keys[1:])
         #: The key's version group counter (what :class:`~cachewise.engine.stampede.MissOdds` keeps its odds by).
         self.group = self.keys[2]
-        self._command: Command | None = None
+        #: The ``MGET`` once built (:attr:`command`); the hit path reads ``plan.mget or plan.command``, which skips
+        #: a property call.
+        self.mget: Command | None = None
 
     @property
     def command(self) -> Command:
         """The ``MGET`` of the entry and its counters (built when first needed: a read that takes the lease with it
         sends another command)."""
-        command = self._command
+        command = self.mget
         if command is None:
-            command = self._command = Command.plain("read", "MGET", *self.keys, keys=self.keys)
+            command = self.mget = Command.plain("read", "MGET", *self.keys, keys=self.keys)
         return command
 
     @property
@@ -141,7 +143,7 @@ class EntryReader:
                 self.stats.add(scope, "misses")
             return MISSING
         if count:
-            self.stats.add(scope, "hits")
+            self.stats.hit(scope)
         return value
 
     def shared(self, entry: str, payload: bytes, scope: Counters | None) -> Any:

@@ -129,13 +129,20 @@ _FLOOR = 1 / 1024
 class MissOdds:
     """How likely the next cache-aside read of a version group is to miss: an exponentially weighted share of
     misses among its recent reads.  A group not seen yet takes the share of all the cache's reads.  Updated without a
-    lock: two threads racing on one group lose an observation, which only blurs a guess."""
+    lock: two threads racing on one group lose an observation, which only blurs a guess.
 
-    __slots__ = ("_all", "_groups")
+    When the cache-wide share falls below :data:`_FLOOR` (the cache has stopped missing), every group's share is
+    forgotten and :attr:`quiet` is True: no read is then likely to miss and a hit changes nothing, so the hit path
+    skips both questions.
+    """
+
+    __slots__ = ("_all", "_groups", "quiet")
 
     def __init__(self) -> None:
         self._all = 0.0
         self._groups: dict[str, float] = {}
+        #: No read missed lately: :meth:`likely` is False for every group, and :meth:`observe` of a hit a no-op.
+        self.quiet = True
 
     def likely(self, group: str) -> bool:
         """Whether a read of ``group`` had better take the lease with it."""
@@ -144,14 +151,18 @@ class MissOdds:
 
     def observe(self, group: str, missed: bool) -> None:
         """A cache-aside read of ``group`` hit (``missed`` False) or missed.  A share that falls below
-        :data:`_FLOOR` is 0, so that a hit of a group that has long stopped missing costs one dict lookup."""
+        :data:`_FLOOR` is 0."""
+        if not missed and self.quiet:
+            return
         groups = self._groups
         share = groups.get(group)
-        if not missed and share == 0.0 and self._all == 0.0:
-            return
         seen = 1.0 if missed else 0.0
         total = self._all + (seen - self._all) * _WEIGHT
-        self._all = total if total >= _FLOOR else 0.0
+        if total < _FLOOR:  # the cache has stopped missing: forget every group's share
+            self._all, self.quiet = 0.0, True
+            groups.clear()
+            return
+        self._all, self.quiet = total, False
         if share is None:
             if len(groups) >= _GROUPS:
                 groups.clear()

@@ -94,6 +94,17 @@ class ClientOptions:
         }
 
 
+class _Raw:
+    """Ready-encoded commands without a :class:`~cachewise.transport.command.Command` (what :meth:`Connection.send`
+    reads of one)."""
+
+    __slots__ = ("count", "payload")
+
+    def __init__(self, payload: bytes, count: int) -> None:
+        self.payload = payload
+        self.count = count
+
+
 class _LoopClient:
     """The asyncio client of one event loop, and a bound on the commands it has in flight.
 
@@ -108,11 +119,11 @@ class _LoopClient:
         self.size = size
         self.busy = 0
         self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
-        #: Idle connections of the packed-command path (:meth:`Connection.apipelined`): redis-py's asyncio pool
+        #: Idle connections of the packed-command path (:meth:`Connection.asend`): redis-py's asyncio pool
         #: records metrics on every checkout; this list, bounded by ``busy``/``size``, does not.
         self.idle: list[Any] = []
         self.closed = False
-        #: The connection's primary epoch its idle connections belong to (Sentinel: see ``Connection.apipelined``).
+        #: The connection's primary epoch its idle connections belong to (Sentinel: see ``Connection.asend``).
         self.epoch = 0
 
     def checkout(self) -> Any:
@@ -147,7 +158,7 @@ class _LoopClient:
 class Connection:
     """The clients of one server URL; starts (or joins) the embedded server for ``embedded://``.
 
-    Every command of the package is sent ready-encoded (:meth:`pipelined`, :meth:`apipelined`; only the
+    Every command of the package is sent ready-encoded (:meth:`send`, :meth:`asend`; only the
     :class:`~cachewise.executor.Executor` calls them) on the lean pool: at most ``max_connections`` in a process, and
     as many per event loop, whose use is bounded by a counter (redis-py's asyncio blocking pool costs ~10 µs a
     command).
@@ -190,7 +201,8 @@ class Connection:
                 "redis://user:password@host:6379/0, with special characters in the password percent-encoded"
             ) from None
         self.sync: redis.Redis = redis.Redis(connection_pool=pool)
-        # The hot path's pool (pipelined/execute_packed/script): same connection class and options, leaner checkout.
+        # The hot path's pool (send/asend: every command of the package): same connection class and options, leaner
+        # checkout.
         self._lean = LeanPool(
             lambda: pool.connection_class(**pool.connection_kwargs),
             self.options.max_connections,
@@ -281,17 +293,10 @@ class Connection:
         return self._target
 
     def send(self, command: Any) -> list[Any]:
-        """Every part of ``command`` (a :class:`~cachewise.transport.command.Command`) in one write: the replies."""
-        return self.pipelined(command.payload, command.count)
-
-    async def asend(self, command: Any) -> list[Any]:
-        """Async :meth:`send`."""
-        return await self.apipelined(command.payload, command.count)
-
-    def pipelined(self, payload: bytes, count: int) -> list[Any]:
-        """Send ``count`` commands already encoded in the protocol (see :mod:`cachewise.transport.resp`) as one write on
-        one pooled connection and read their raw replies (no reply callbacks: ``HGETALL`` gives a flat list under
-        RESP2).  An error reply takes its command's place as a ``ResponseError``, it is not raised.
+        """Send every part of ``command`` (a :class:`~cachewise.transport.command.Command`: ``count`` commands
+        already encoded in the protocol, see :mod:`cachewise.transport.resp`) as one write on one pooled connection
+        and read their raw replies (no reply callbacks: ``HGETALL`` gives a flat list under RESP2).  An error reply
+        takes its command's place as a ``ResponseError``, it is not raised.
 
         A connection found dead before any reply was read (say, it predates a server restart) is replaced and the
         whole payload sent once more, as redis-py's own retry on a connection error does.  Safe for reads and for
@@ -305,8 +310,12 @@ class Connection:
             conn = pool.get()
             replies: list[Any] = []
             try:
-                conn.send_packed_command([payload])
-                read_replies(conn, count, replies)
+                conn.send_packed_command([command.payload])
+                for _ in range(command.count):  # read_replies(), inline: every command pays for a call
+                    try:
+                        replies.append(conn.read_response())
+                    except ResponseError as exc:  # consumed: the next reply is next on the wire
+                        replies.append(exc)
                 return replies
             except RedisConnectionError:
                 conn.disconnect()
@@ -319,8 +328,17 @@ class Connection:
                 pool.release(conn)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def pipelined(self, payload: bytes, count: int) -> list[Any]:
+        """:meth:`send` of ``count`` commands already encoded as ``payload`` (raw replies, error replies in place)."""
+        return self.send(_Raw(payload, count))
+
     async def apipelined(self, payload: bytes, count: int) -> list[Any]:
-        """:meth:`pipelined` with the running loop's client (bounded like :meth:`acommand`)."""
+        """Async :meth:`pipelined`."""
+        return await self.asend(_Raw(payload, count))
+
+    async def asend(self, command: Any) -> list[Any]:
+        """Async :meth:`send`, with the running loop's client (bounded like :meth:`acommand`)."""
+        payload, count = command.payload, command.count
         entry = await self._acquire()
         if entry.epoch != self._primary_epoch:  # the sentinels named a new primary: drop the old one's connections
             stale, entry.idle, entry.epoch = entry.idle, [], self._primary_epoch
@@ -333,7 +351,11 @@ class Connection:
                 replies: list[Any] = []
                 try:
                     await conn.send_packed_command([payload])
-                    await aread_replies(conn, count, replies)
+                    for _ in range(count):  # aread_replies(), inline: every command pays for a coroutine
+                        try:
+                            replies.append(await conn.read_response())
+                        except ResponseError as exc:
+                            replies.append(exc)
                     return replies
                 except RedisConnectionError:
                     await conn.disconnect()
