@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from cachewise.errors import KeyTemplateError
 from cachewise.keys import CallKey, canonical, template_fields
+from cachewise.keyspace import tag_token
 
 
 def f(a: Any, b: Any = 2, *, c: Any = 3) -> None: ...
@@ -178,3 +179,14 @@ def test_keys_are_stable_across_processes() -> None:
     }
     assert len(outputs) == 1
     assert outputs.pop().strip() == key_of(f, {"x": [1, 2.5, None]}, b=dt.date(2026, 1, 1))
+
+
+def test_key_and_tokens_is_the_key_and_the_tag_tokens_of_one_bound_call() -> None:
+    def fn(user_id: int, region: str = "eu") -> None: ...
+
+    for tags in ((), ("users",), ("user:{user_id}", "region:{region}")):
+        call_key = CallKey(fn, "user:{user_id}:{region}", tags)
+        for args, kwargs in (((7,), {}), ((7, "us"), {}), ((), {"user_id": 7, "region": "us"})):
+            arguments = call_key.bind(args, kwargs)
+            assert call_key.key_and_tokens(args, kwargs) == (call_key.key(arguments), call_key.tag_tokens(arguments))
+    assert CallKey(fn, None, ("user:{user_id}",)).key_and_tokens((7,), {})[1] == (tag_token("user:7"),)

@@ -98,8 +98,7 @@ class CachedFunction(Generic[P, R]):
 
     def _key_and_tags(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
         """The call's key and its tags' tokens."""
-        arguments = self._call_key.bind(self._args(args), kwargs)
-        return self._call_key.key(arguments), self._call_key.tag_tokens(arguments)
+        return self._call_key.key_and_tokens(self._args(args), kwargs)
 
     def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The cache key (without the namespace) of a call with these arguments."""
@@ -130,8 +129,8 @@ class CachedFunction(Generic[P, R]):
         )  # fmt: skip
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        key, tags = self._key_and_tags(args, kwargs)
-        fn, full = self._fn, self._args(args)
+        fn, full = self._fn, args if self._self is None else (self._self, *args)
+        key, tags = self._call_key.key_and_tokens(full, kwargs)
         return self._cache.engine.get_or_load(self._site, key, tags, lambda: fn(*full, **kwargs))  # type: ignore[no-any-return]
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
@@ -176,8 +175,8 @@ class AsyncCachedFunction(CachedFunction[P, R]):
             self._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
-        key, tags = self._key_and_tags(args, kwargs)
-        fn, full = self._fn, self._args(args)
+        fn, full = self._fn, args if self._self is None else (self._self, *args)
+        key, tags = self._call_key.key_and_tokens(full, kwargs)
         return await self._cache.engine.aget_or_load(self._site, key, tags, lambda: fn(*full, **kwargs))  # type: ignore[no-any-return]
 
     async def aset(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> bool:

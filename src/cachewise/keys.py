@@ -205,6 +205,12 @@ class CallKey:
             return self._static_tokens
         return tuple(dict.fromkeys(tag_token(t) for t in self.tags(arguments)))
 
+    def key_and_tokens(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        """The key and the tag tokens of a call with these arguments (:meth:`bind`, :meth:`key`,
+        :meth:`tag_tokens`: what every call of a decorated function needs)."""
+        arguments = self.bind(args, kwargs)
+        return self.key(arguments), self._static_tokens if not self._dynamic_tags else self.tag_tokens(arguments)
+
     def _fill(self, template: str, arguments: dict[str, Any]) -> str:
         try:
             return template.format_map(arguments)
