@@ -43,12 +43,15 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self.state = CLOSED
         self.failures = 0
+        #: Closed with no failure counted: the hot path's one read (neither :meth:`allow` nor :meth:`success` need
+        #: be called while it holds).
+        self.clear = True
         #: Times the breaker opened (from closed or from a failed probe).
         self.opens = 0
         self._until = 0.0  # open: when to let a probe through; half-open: when to give up on the probe
 
     def allow(self) -> bool:
-        """Whether a call may go to the server now."""
+        """Whether a call may go to the server now (True at once while :attr:`clear`)."""
         if self.state is CLOSED:
             return True
         with self._lock:
@@ -71,11 +74,13 @@ class CircuitBreaker:
                 log.warning("cache server %s answers again: circuit breaker closed", self.name)
             self.state = CLOSED
             self.failures = 0
+            self.clear = True
 
     def failure(self) -> None:
         """The server failed a call (refused, timed out, errored)."""
         with self._lock:
             self.failures += 1
+            self.clear = False
             if self.state is HALF_OPEN or (self.state is CLOSED and self.failures >= self.failure_threshold):
                 if self.state is CLOSED:
                     log.warning(

@@ -27,7 +27,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from .failures import SERVER_ERRORS, CircuitOpen
 from .report import Reporter
-from .stats import Counters
+from .stats import FOLD_AT, Counters
 from .transport.cluster import ClusterConnection
 from .transport.command import Command
 from .transport.connect import AnyConnection
@@ -54,12 +54,13 @@ class Failed:
 class Executor:
     """Sends :class:`Command` s to one server past its circuit breaker, timed, counted and reported."""
 
-    __slots__ = ("_connection", "_report", "_roundtrip", "breaker")
+    __slots__ = ("_connection", "_fold", "_pending", "_report", "breaker")
 
     def __init__(self, connection: AnyConnection, report: Reporter) -> None:
         self._connection = connection
         self._report = report
-        self._roundtrip = report.roundtrip
+        self._pending = report.pending
+        self._fold = report.fold
         #: The server's circuit breaker (read its state; only the executor asks it for permission).
         self.breaker = connection.breaker
 
@@ -70,18 +71,25 @@ class Executor:
     # -- the two shells: everything but the send is shared ----------------------------------------------------
     def attempt(self, command: Command, scope: Counters | None = None) -> Any:
         """The reply (a list for a command of several parts), or :class:`Failed`."""
-        if not self.breaker.allow():
+        breaker = self.breaker
+        if not breaker.clear and not breaker.allow():
             return self._skipped(command, scope)
         started = perf_counter()
         try:
             replies = self._connection.send(command)
-            again = _noscript(command, replies) if command.scripted else None
-            if again is not None:
-                _merge(replies, again, self._connection.send(again.command))
+            # NOSCRIPT is an error reply: one part answered without one (nearly always) needs no look.
+            if command.scripted and (command.count > 1 or type(replies[0]) is NoScriptError):
+                again = _noscript(command, replies)
+                if again is not None:
+                    _merge(replies, again, self._connection.send(again.command))
         except SERVER_ERRORS as exc:
             return self._failed(command, exc, scope, started)
-        self._roundtrip(perf_counter() - started, scope)
-        self.breaker.success()
+        pending = self._pending
+        pending.append((perf_counter() - started, scope))  # Reporter.roundtrip, inline: every command pays it
+        if len(pending) > FOLD_AT:
+            self._fold()
+        if not breaker.clear:
+            breaker.success()
         reply = replies[0]
         if command.count == 1 and not isinstance(reply, ResponseError):  # nearly always
             return reply
@@ -89,18 +97,25 @@ class Executor:
 
     async def aattempt(self, command: Command, scope: Counters | None = None) -> Any:
         """Async :meth:`attempt`."""
-        if not self.breaker.allow():
+        breaker = self.breaker
+        if not breaker.clear and not breaker.allow():
             return self._skipped(command, scope)
         started = perf_counter()
         try:
             replies = await self._connection.asend(command)
-            again = _noscript(command, replies) if command.scripted else None
-            if again is not None:
-                _merge(replies, again, await self._connection.asend(again.command))
+            # NOSCRIPT is an error reply: one part answered without one (nearly always) needs no look.
+            if command.scripted and (command.count > 1 or type(replies[0]) is NoScriptError):
+                again = _noscript(command, replies)
+                if again is not None:
+                    _merge(replies, again, await self._connection.asend(again.command))
         except SERVER_ERRORS as exc:
             return self._failed(command, exc, scope, started)
-        self._roundtrip(perf_counter() - started, scope)
-        self.breaker.success()
+        pending = self._pending
+        pending.append((perf_counter() - started, scope))  # Reporter.roundtrip, inline: every command pays it
+        if len(pending) > FOLD_AT:
+            self._fold()
+        if not breaker.clear:
+            breaker.success()
         reply = replies[0]
         if command.count == 1 and not isinstance(reply, ResponseError):  # nearly always
             return reply

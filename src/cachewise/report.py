@@ -20,7 +20,7 @@ __all__ = ["Reporter"]
 class Reporter:
     """Counters, failures and warnings of one cache, for the components built on it."""
 
-    __slots__ = ("_breaker", "_errors", "_stats", "roundtrip")
+    __slots__ = ("_breaker", "_errors", "_stats", "fold", "pending", "roundtrip")
 
     def __init__(self, stats: StatsRegistry, errors: ErrorLog, breaker: CircuitBreaker) -> None:
         self._stats = stats
@@ -29,6 +29,10 @@ class Reporter:
         #: ``roundtrip(seconds, scope=None)``: one server round trip of ``seconds`` (the registry's own method:
         #: every command calls it).
         self.roundtrip = stats.roundtrip
+        #: :meth:`roundtrip` in two parts, for the executor (every command pays it): append ``(seconds, scope)`` to
+        #: ``pending``, and call ``fold()`` once it is longer than :data:`~cachewise.stats.FOLD_AT`.
+        self.pending = stats.pending
+        self.fold = stats.fold
 
     def scope(self, name: str) -> Counters | None:
         """The counters of one component or function (``stats().functions[name]``), created on first use."""

@@ -91,7 +91,7 @@ class CacheStats:
 
 _FIELDS = frozenset(f.name for f in fields(Counters))
 #: Round trips recorded but not yet added to the counters (see :meth:`StatsRegistry.roundtrip`).
-_FOLD_AT = 4096
+FOLD_AT = 4096
 
 
 class StatsRegistry:
@@ -102,8 +102,9 @@ class StatsRegistry:
         self._total = Counters()
         self._functions: dict[str, Counters] = {}
         self._lock = threading.Lock()
-        #: Round trips not yet folded into the counters: ``(seconds, scope)``.
-        self._pending: collections.deque[tuple[float, Counters | None]] = collections.deque()
+        #: Round trips not yet folded into the counters: ``(seconds, scope)``.  The executor appends to it itself
+        #: and calls :meth:`fold` past :data:`FOLD_AT` (what :meth:`roundtrip` does, without its call).
+        self.pending: collections.deque[tuple[float, Counters | None]] = collections.deque()
 
     def scope(self, name: str | None) -> Counters | None:
         """The counters of a function (created on first use); None for the namespace alone."""
@@ -130,16 +131,20 @@ class StatsRegistry:
         """One server round trip of ``seconds``.  Every command pays this, so it takes no lock: it queues the round
         trip (``deque.append`` is atomic), and the queue is added to the counters under the lock when it grows long
         and before any read of them."""
-        pending = self._pending
+        pending = self.pending
         pending.append((seconds, scope))
-        if len(pending) > _FOLD_AT:
-            with self._lock:
-                self._fold()
+        if len(pending) > FOLD_AT:
+            self.fold()
+
+    def fold(self) -> None:
+        """Add the queued round trips to the counters now."""
+        with self._lock:
+            self._fold()
 
     def _fold(self) -> None:
         """Add the queued round trips to the counters (the lock held; a round trip queued meanwhile waits for the
         next fold: ``popleft`` never loses one)."""
-        pending, total = self._pending, self._total
+        pending, total = self.pending, self._total
         while pending:
             try:
                 seconds, scope = pending.popleft()
@@ -164,7 +169,7 @@ class StatsRegistry:
         """Zero every counter in place (cached functions keep their references to their counters)."""
         zero = Counters()
         with self._lock:
-            self._pending.clear()
+            self.pending.clear()
             for counters in (self._total, *self._functions.values()):
                 for f in fields(Counters):
                     setattr(counters, f.name, getattr(zero, f.name))

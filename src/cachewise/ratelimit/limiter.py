@@ -120,9 +120,11 @@ class RateLimiter:
 
     def _decided(self, reply: Any, cost: int) -> Decision:
         """The decision a reply means; a failure (already counted and logged) follows ``on_error``."""
-        if type(reply) is Failed:
-            return degraded(self._limits, self.on_error == "allow", cost, self._executor.breaker.reset_timeout)
-        return decide(reply, self._limits)
+        return self._degraded(cost) if type(reply) is Failed else decide(reply, self._limits)
+
+    def _degraded(self, cost: int) -> Decision:
+        """The decision when the server did not answer (the failure already counted and logged): ``on_error``'s."""
+        return degraded(self._limits, self.on_error == "allow", cost, self._executor.breaker.reset_timeout)
 
     def _reset(self, identity: str) -> Command:
         keys = self.keys(identity)
@@ -142,7 +144,12 @@ class RateLimiter:
         """Count a request of ``cost`` (default 1) by ``identity``, if every limit allows it; the decision says
         whether it may proceed.  A ``cost`` more than a limit ever allows at once raises :class:`ConfigurationError`.
         """
-        return self._decided(self._executor.attempt(self._hit(identity, cost)), cost)
+        try:  # the memo of cost-1 hits, inline (KeyError: a new identity; TypeError: an unhashable one)
+            command = self._hit1_memo[identity] if cost == 1 and type(cost) is int else self._hit(identity, cost)
+        except (KeyError, TypeError):
+            command = self._hit(identity, cost)
+        reply = self._executor.attempt(command)
+        return self._degraded(cost) if type(reply) is Failed else decide(reply, self._limits)
 
     def peek(self, identity: str) -> Decision:
         """What a hit of cost 1 by ``identity`` would get now, without counting anything (``remaining`` is what is
@@ -156,7 +163,8 @@ class RateLimiter:
 
     async def ahit(self, identity: str, cost: int = 1) -> Decision:
         """Async :meth:`hit`."""
-        return self._decided(await self._executor.aattempt(self._hit(identity, cost)), cost)
+        reply = await self._executor.aattempt(self._hit(identity, cost))
+        return self._degraded(cost) if type(reply) is Failed else decide(reply, self._limits)
 
     async def apeek(self, identity: str) -> Decision:
         """Async :meth:`peek`."""
