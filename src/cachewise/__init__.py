@@ -22,6 +22,7 @@ from .errors import (
     TTLRequiredError,
 )
 from .features import FeatureStore, MaterializeSummary
+from .local import LocalCache, LocalStats
 from .query import QueryCache
 from .ratelimit import Decision, Limit, RateLimiter
 from .serializers import JsonSerializer, MsgpackSerializer, Serializer
@@ -52,6 +53,8 @@ __all__ = [
     "JsonSerializer",
     "KeyTemplateError",
     "Limit",
+    "LocalCache",
+    "LocalStats",
     "MaterializeSummary",
     "MsgpackSerializer",
     "Protection",

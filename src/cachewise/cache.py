@@ -17,17 +17,20 @@ from typing import Any, TypeVar, overload
 
 from .decorator import CachedDecorator
 from .engine import Context, Engine, EntryReader, EntryWriter, Site, ops
+from .engine.locals import LocalReads
 from .engine.stampede import DEFAULT, Protection, ProtectionOverrides
+from .errors import ConfigurationError
 from .executor import Executor
 from .failures import ErrorLog
 from .keyspace import KeySpace, tag_token
+from .local import LocalCache, Tracker
 from .missing import MISSING
 from .report import Reporter
 from .serializers import Serializer
 from .settings import CacheSettings
 from .signing import Signer
 from .stats import CacheStats, StatsRegistry
-from .transport.connect import connect
+from .transport.connect import AnyConnection, connect
 from .transport.urls import redact
 from .ttl import TTLLike
 
@@ -45,6 +48,29 @@ D = TypeVar("D")
 def tokens(tags: Iterable[str]) -> tuple[str, ...]:
     """Tag tokens for a read or a write, once each (the empty tuple, the common case, costs nothing)."""
     return tuple(dict.fromkeys(tag_token(t) for t in tags)) if tags else ()
+
+
+def _local_options(local: bool | LocalCache | None) -> LocalCache | None:
+    """What ``local=`` asks for (None: no local tier)."""
+    if local is None or local is False:
+        return None
+    if local is True:
+        return LocalCache()
+    if not isinstance(local, LocalCache):
+        raise ConfigurationError(f"local={local!r}: use True, False or a cachewise.LocalCache(...)")
+    return local
+
+
+def _local_tier(
+    local: LocalCache | None, connection: AnyConnection, space: KeySpace, stats: StatsRegistry
+) -> LocalReads | None:
+    """The local tier of ``local`` (None: off), its tracker not started yet."""
+    if local is None:
+        return None
+    tier = local.tier()
+    protocol = local.protocol
+    tracker = Tracker(tier, lambda: connection.tracking_links(protocol), space.tracked_prefixes(), protocol=protocol)
+    return LocalReads(tier, tracker, stats)
 
 
 class Cache:
@@ -81,6 +107,7 @@ class Cache:
         max_value_bytes: int | None = 1 << 20,
         signing_key: str | bytes | None = None,
         client_options: dict[str, Any] | None = None,
+        local: bool | LocalCache | None = None,
     ) -> None:
         settings = CacheSettings(
             url, namespace, default_ttl, jitter, serializer, protection, timeout, connect_timeout, pool_timeout,
@@ -94,6 +121,7 @@ class Cache:
         self.jitter = jitter
         self.default_ttl = default_ttl
         self.protection = protection
+        local_options = _local_options(local)
         stats, errors = StatsRegistry(namespace), ErrorLog()
         self._stats = stats
         self.connection = connect(url, settings.client())
@@ -108,8 +136,13 @@ class Cache:
             self.keyspace, self.serializer, stats, errors, default_ttl=default_ttl, jitter=jitter,
             max_value_bytes=max_value_bytes, signer=self._signer,
         )  # fmt: skip
+        context = Context(self.keyspace, reader, writer, stats, self.report, protection)
+        self._local = _local_tier(local_options, self.connection, self.keyspace, stats)
+        if self._local is not None:
+            context.local = self._local.tier
+            self._local.tracker.start()
         #: The read-through engine (reads, cache-aside, leases, waits) this facade and ``@cached`` run on.
-        self.engine = Engine(Context(self.keyspace, reader, writer, stats, self.report, protection), self.executor)
+        self.engine = Engine(context, self.executor, self._local)
 
     # -- sync ----------------------------------------------------------------------------------------------
     @overload
@@ -171,11 +204,11 @@ class Cache:
     def bump_version(self, group: str | None = None) -> int:
         """Make every key of ``group`` (its first ``:`` segment, e.g. ``"product"``) a miss at once; with no group,
         every key of the namespace.  One ``INCR``, no SCAN.  Returns 0 when nothing was cached under it."""
-        return int(self.engine.run(ops.bump(self._version_counter(group), "bump_version")))
+        return int(self.engine.run(ops.bump(self.engine.context, self._version_counter(group), "bump_version")))
 
     def invalidate_tags(self, *tags: str) -> int:
         """Make every entry written with any of ``tags`` a miss at once; returns how many of the tags were in use."""
-        return int(self.engine.run(ops.bump(self._tag_counters(tags), "invalidate_tags")))
+        return int(self.engine.run(ops.bump(self.engine.context, self._tag_counters(tags), "invalidate_tags")))
 
     def ttl(self, key: str) -> float | None:
         """Seconds until ``key`` expires on the server; None when it is not there (or the server is not)."""
@@ -252,11 +285,11 @@ class Cache:
 
     async def abump_version(self, group: str | None = None) -> int:
         """Async :meth:`bump_version`."""
-        return int(await self.engine.arun(ops.bump(self._version_counter(group), "bump_version")))
+        return int(await self.engine.arun(ops.bump(self.engine.context, self._version_counter(group), "bump_version")))
 
     async def ainvalidate_tags(self, *tags: str) -> int:
         """Async :meth:`invalidate_tags`."""
-        return int(await self.engine.arun(ops.bump(self._tag_counters(tags), "invalidate_tags")))
+        return int(await self.engine.arun(ops.bump(self.engine.context, self._tag_counters(tags), "invalidate_tags")))
 
     async def attl(self, key: str) -> float | None:
         """Async :meth:`ttl`."""
@@ -300,6 +333,7 @@ class Cache:
         *,
         jitter: float | None = None,
         protection: Protection | None = None,
+        local: bool = True,
         **overrides: Unpack[ProtectionOverrides],
     ) -> CachedDecorator:
         """Decorate a ``def`` or ``async def`` (function or method) with cache-aside.
@@ -307,17 +341,19 @@ class Cache:
         ``key``: a template filled from the bound arguments (``"product:{product_id}"``); by default the function's
         qualified name plus a digest of its arguments.  ``tags``: names (or templates) that :meth:`invalidate_tags`
         can later invalidate.  ``single_flight``/``early_refresh``/``stale_ttl``/``lease_ttl``/``max_wait``/
-        ``protection``: as for :meth:`get_or_set`.
+        ``protection``: as for :meth:`get_or_set`.  ``local=False``: never answer this function from the cache's local
+        tier (``Cache(local=...)``).
         """
         chosen = self.engine.context.protection_with(protection, dict(overrides))
-        return CachedDecorator(self, ttl=ttl, key=key, tags=tuple(tags), jitter=jitter, protection=chosen)
+        return CachedDecorator(self, ttl=ttl, key=key, tags=tuple(tags), jitter=jitter, protection=chosen, local=local)
 
     def stats(self) -> CacheStats:
         """Hits, misses, errors, loads, leases, waits and timings for the namespace and each cached function, and
         the state of the server's circuit breaker."""
         snapshot = self._stats.snapshot()
         breaker = self.executor.breaker
-        return CacheStats(snapshot.namespace, snapshot.total, snapshot.functions, breaker.state, breaker.opens)
+        local = None if self._local is None else self._local.tier.stats()
+        return CacheStats(snapshot.namespace, snapshot.total, snapshot.functions, breaker.state, breaker.opens, local)
 
     def reset_stats(self) -> None:
         self._stats.reset()

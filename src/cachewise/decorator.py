@@ -54,7 +54,10 @@ class CachedDecorator:
         tags: tuple[str, ...],
         jitter: float | None,
         protection: Protection,
+        local: bool = True,
     ) -> None:
+        if not isinstance(local, bool):
+            raise ConfigurationError(f"local={local!r}: use True (use the cache's local tier, if any) or False")
         resolve_ttl_ms(ttl, cache.default_ttl, where="@cache.cached(...)")  # no TTL: fail at decoration
         if key is not None and (not isinstance(key, str) or not key):
             raise ConfigurationError(f"key= must be a non-empty template string, got {key!r}")
@@ -64,6 +67,7 @@ class CachedDecorator:
         self.tags = tags
         self.jitter = None if jitter is None else check_jitter(jitter)
         self.protection = protection
+        self.local = local
 
     def __call__(self, fn: Callable[P, R]) -> CachedFunction[P, R]:
         if isinstance(fn, (staticmethod, classmethod)):
@@ -89,7 +93,7 @@ class CachedFunction(Generic[P, R]):
         self._scope = self._cache.report.scope(self._name)
         self._self = bound_to
         #: What every call shares (a hit builds nothing more than its key).
-        self._site = Site(spec.ttl, spec.jitter, self._scope, self._name, spec.protection, self._background)
+        self._site = Site(spec.ttl, spec.jitter, self._scope, self._name, spec.protection, self._background, spec.local)
         functools.update_wrapper(self, fn)
 
     # -- keys -------------------------------------------------------------------------------------------------

@@ -191,6 +191,10 @@ class KeySpace:
         """The hash of one entity's features (``shop:features:user:7``)."""
         return f"{self.prefix}features:{entity}:{entity_id}"
 
+    def tracked_prefixes(self) -> list[str]:
+        """What a local tier asks the server to announce changes of: every entry and counter of the namespace."""
+        return [self.prefix]
+
     def owns(self, server_key: str) -> bool:
         return server_key.startswith(self.prefix)
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 import collections
 import threading
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .local.tier import LocalStats
 
 __all__ = ["CacheStats", "Counters", "StatsRegistry"]
 
@@ -47,6 +50,9 @@ class Counters:
     refused_writes: int = 0
     roundtrips: int = 0
     roundtrip_seconds: float = 0.0
+    #: Hits answered by the local tier (counted in ``hits`` too), and reads it could not answer.
+    local_hits: int = 0
+    local_misses: int = 0
 
     @property
     def hit_ratio(self) -> float:
@@ -78,6 +84,8 @@ class CacheStats:
     breaker: str = "closed"
     #: Times the breaker opened.
     breaker_opens: int = 0
+    #: The local tier (``Cache(local=...)``): its size and what it did; None when it is off.
+    local: LocalStats | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +94,7 @@ class CacheStats:
             "breaker_opens": self.breaker_opens,
             "total": self.total.as_dict(),
             "functions": {name: c.as_dict() for name, c in self.functions.items()},
+            "local": None if self.local is None else asdict(self.local),
         }
 
 
@@ -126,6 +135,16 @@ class StatsRegistry:
             self._total.hits += 1
             if scope is not None:
                 scope.hits += 1
+
+    def local_hit(self, scope: Counters | None) -> None:
+        """One hit answered by the local tier (a hit, and a local hit)."""
+        with self._lock:
+            total = self._total
+            total.hits += 1
+            total.local_hits += 1
+            if scope is not None:
+                scope.hits += 1
+                scope.local_hits += 1
 
     def roundtrip(self, seconds: float, scope: Counters | None = None) -> None:
         """One server round trip of ``seconds``.  Every command pays this, so it takes no lock: it queues the round

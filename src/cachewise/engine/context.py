@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 from ..keyspace import KeySpace
+from ..local.tier import LocalTier
 from ..report import Reporter
 from ..stats import Counters, StatsRegistry
 from ..ttl import TTLLike
@@ -32,7 +33,7 @@ class Site:
     once built (not a frozen dataclass: ``get_or_set`` builds one per call, and a frozen one takes five times as long
     to build)."""
 
-    __slots__ = ("background", "jitter", "protection", "scope", "ttl", "where")
+    __slots__ = ("background", "jitter", "local", "protection", "scope", "ttl", "where")
 
     def __init__(
         self,
@@ -42,6 +43,7 @@ class Site:
         where: str,
         protection: Protection,
         background: bool = False,
+        local: bool = True,
     ) -> None:
         self.ttl = ttl
         self.jitter = jitter
@@ -50,6 +52,8 @@ class Site:
         self.protection = protection
         #: Refresh in the background (async code) rather than in the caller.
         self.background = background
+        #: Use the cache's local tier, when it has one (``@cache.cached(local=False)`` opts out).
+        self.local = local
 
     def request(self, key: str, tokens: tuple[str, ...]) -> Request:
         """The request of one call from here, for ``key`` with tag tokens ``tokens``."""
@@ -101,6 +105,9 @@ class Context:
         self.stats = stats
         self.report = report
         self.protection = protection
+        #: The process-local tier, when the cache has one: writes and invalidations of this process drop what it
+        #: holds before they return (:mod:`cachewise.engine.ops`).
+        self.local: LocalTier | None = None
         #: How likely a cache-aside read of a group is to miss (:mod:`cachewise.engine.firstread` decides by it).
         self.odds = MissOdds()
         self._plans: dict[str | tuple[str, tuple[str, ...]], ReadPlan] = {}
@@ -118,6 +125,11 @@ class Context:
                 self._plans.clear()
             self._plans[memo_key] = plan
         return plan
+
+    def forget(self, keys: list[str]) -> None:
+        """Server keys this process just changed: the local tier drops what was judged with them."""
+        if self.local is not None:
+            self.local.invalidate(keys)
 
     def lease_ms(self, site: Site) -> int:
         """The lease TTL for a load of a call from ``site`` (configured, or derived from its loads so far)."""

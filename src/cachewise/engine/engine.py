@@ -27,6 +27,7 @@ from .firstread import lease_answer
 from .flights import LocalFlights
 from .flows import Found, first_command, first_read, reload, settle
 from .leases import LeaseKeeper
+from .locals import LocalReads
 from .steps import Hold
 
 __all__ = ["Engine"]
@@ -35,9 +36,11 @@ __all__ = ["Engine"]
 class Engine:
     """Reads, cache-aside and the other flows of one cache, with the sync or the asyncio client."""
 
-    def __init__(self, context: Context, executor: Executor) -> None:
+    def __init__(self, context: Context, executor: Executor, local: LocalReads | None = None) -> None:
         self.context = context
         self.executor = executor
+        #: The process-local tier in front of the server (None: off).
+        self.local = local
         self.flights = LocalFlights()
         self.keeper = LeaseKeeper(self._renew)
         connection = executor.connection
@@ -53,25 +56,51 @@ class Engine:
     # -- reads ------------------------------------------------------------------------------------------------------
     def read(self, key: str, tokens: tuple[str, ...] = (), scope: Counters | None = None, stale: bool = False) -> Found:
         """One read of ``key`` (counted): ``(value or MISSING, header, plan, reply)``; fails open."""
+        local = self.local
+        if local is not None:
+            lkey, found, ticket = local.lookup(key, tokens)
+            if found is not None:
+                local.served(scope)
+                return found  # type: ignore[no-any-return]
         plan = self.context.read_plan(key, tokens)
         found = first_read(self.context, plan, self.executor.attempt(plan.mget or plan.command, scope), scope, stale)
-        return found if type(found) is tuple else self.driver.run(found)
+        if type(found) is not tuple:
+            found = self.driver.run(found)
+        if local is not None:
+            local.remember(lkey, found, ticket, scope)
+        return found  # type: ignore[no-any-return]
 
     async def aread(
         self, key: str, tokens: tuple[str, ...] = (), scope: Counters | None = None, stale: bool = False
     ) -> Found:
         """Async :meth:`read`."""
+        local = self.local
+        if local is not None:
+            lkey, found, ticket = local.lookup(key, tokens)
+            if found is not None:
+                local.served(scope)
+                return found  # type: ignore[no-any-return]
         plan = self.context.read_plan(key, tokens)
         found = first_read(
             self.context, plan, await self.executor.aattempt(plan.mget or plan.command, scope), scope, stale
         )
-        return found if type(found) is tuple else await self.driver.arun(found)
+        if type(found) is not tuple:
+            found = await self.driver.arun(found)
+        if local is not None:
+            local.remember(lkey, found, ticket, scope)
+        return found  # type: ignore[no-any-return]
 
     def get_or_load(self, site: Site, key: str, tokens: tuple[str, ...], loader: Callable[[], Any]) -> Any:
         """Cache-aside for a call from ``site``: the value of a fresh hit, else what the flow after the read returns
         (loading it if needed).  When a miss is likely, the read takes the lease too
         (:mod:`cachewise.engine.firstread`)."""
         ctx = self.context
+        local = self.local if site.local else None
+        if local is not None:
+            lkey, found, ticket = local.lookup(key, tokens)
+            if found is not None and settle(ctx, site.protection, found) is None:
+                local.served(site.scope)
+                return found[0]
         plan = ctx.read_plan(key, tokens)
         command, ask = first_command(ctx, site, plan)
         reply, lease = self.executor.attempt(command, site.scope), None
@@ -81,6 +110,8 @@ class Engine:
         if type(found) is not tuple:
             found = self.driver.run(found)
         why = settle(ctx, site.protection, found, lease)
+        if local is not None:
+            local.remember(lkey, found, ticket, site.scope) if why is None else local.missed(site.scope)
         if why is None:
             return found[0]
         return self.driver.run(reload(ctx, site.request(key, tokens), found, lease, why), loader, site.where)
@@ -89,6 +120,12 @@ class Engine:
         """Async :meth:`get_or_load` (``loader`` may be async; a refresh runs in the background when ``site`` says
         so)."""
         ctx = self.context
+        local = self.local if site.local else None
+        if local is not None:
+            lkey, found, ticket = local.lookup(key, tokens)
+            if found is not None and settle(ctx, site.protection, found) is None:
+                local.served(site.scope)
+                return found[0]
         plan = ctx.read_plan(key, tokens)
         command, ask = first_command(ctx, site, plan)
         reply, lease = await self.executor.aattempt(command, site.scope), None
@@ -98,6 +135,8 @@ class Engine:
         if type(found) is not tuple:
             found = await self.driver.arun(found)
         why = settle(ctx, site.protection, found, lease)
+        if local is not None:
+            local.remember(lkey, found, ticket, site.scope) if why is None else local.missed(site.scope)
         if why is None:
             return found[0]
         return await self.driver.arun(reload(ctx, site.request(key, tokens), found, lease, why), loader)
@@ -141,9 +180,11 @@ class Engine:
     # -- life cycle -------------------------------------------------------------------------------------------------
     def close(self) -> None:
         self.keeper.close()
+        if self.local is not None:
+            self.local.tracker.close()
 
     async def aclose(self) -> None:
         """Wait for background refreshes, then stop the lease keeper."""
         if self.driver.tasks:
             await asyncio.gather(*self.driver.tasks, return_exceptions=True)
-        self.keeper.close()
+        self.close()

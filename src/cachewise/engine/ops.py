@@ -73,7 +73,9 @@ def write(
             stamps = [fresh if value is None else value for value in result.current]
             replaces = write_id
     except SERVER_ERRORS:
+        ctx.forget([plan.entry])  # it may have been written before the reply was lost
         return False
+    ctx.forget([plan.entry])
     ctx.stats.add(scope, "sets" if result.stored else "refused_writes")
     return result.stored
 
@@ -88,14 +90,21 @@ def _invalidation(command: Command, what: str) -> Flow[Any]:
 
 def delete(ctx: Context, key: str, what: str) -> Flow[bool]:
     """Remove ``key`` and void any load of it in flight; True when it existed."""
-    removed = yield from _invalidation(commands.delete(ctx.space, key), what)
+    entry = ctx.space.entry(key)
+    try:
+        removed = yield from _invalidation(commands.delete(ctx.space, key), what)
+    finally:
+        ctx.forget([entry])
     ctx.stats.add(None, "deletes")
     return bool(removed)
 
 
-def bump(counters: Sequence[str], what: str) -> Flow[int]:
+def bump(ctx: Context, counters: Sequence[str], what: str) -> Flow[int]:
     """Increment version or tag counters; how many of them were in use."""
-    replies = yield from _invalidation(commands.bump(counters, what), what)
+    try:
+        replies = yield from _invalidation(commands.bump(counters, what), what)
+    finally:
+        ctx.forget(list(counters))
     return int(sum(replies)) if isinstance(replies, list) else int(replies)
 
 
@@ -112,6 +121,8 @@ def ttl(ctx: Context, key: str) -> Flow[float | None]:
 def clear(ctx: Context, batch: int = 500) -> Flow[int]:
     """Delete every key of the namespace (SCAN + UNLINK in batches); how many were deleted."""
     deleted, cursor = 0, b"0"
+    if ctx.local is not None:
+        ctx.local.flush()
     try:
         while True:
             cursor, found = yield Send(
@@ -121,6 +132,8 @@ def clear(ctx: Context, batch: int = 500) -> Flow[int]:
                 names = [k.decode(errors="replace") for k in keys]
                 deleted += int((yield Send(Command.plain("clear", "UNLINK", *keys, keys=names))))
             if int(cursor) == 0:
+                if ctx.local is not None:  # a fill that read before an UNLINK: gone too
+                    ctx.local.flush()
                 return deleted
     except SERVER_ERRORS as exc:
         raise InvalidationError(f"clear() did not finish ({type(exc).__name__}: {exc}): retry") from exc

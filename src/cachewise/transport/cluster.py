@@ -17,6 +17,7 @@ import contextlib
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -28,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..breaker import CircuitBreaker
 from .command import Command
-from .connection import aread_replies, read_replies
+from .connection import aread_replies, read_replies, tracking_factory
 from .notify import FillNotifier
 from .pool import LeanPool
 from .routes import Piece, Route, merge, route
@@ -102,6 +103,16 @@ class ClusterConnection:
     def _primaries(self) -> list[ClusterNode]:
         """The primaries, in a fixed order (a cluster-wide ``SCAN`` visits them one after the other)."""
         return sorted(self.sync.get_primaries(), key=lambda node: node.name)  # type: ignore[no-untyped-call]
+
+    def tracking_links(self, protocol: int) -> list[tuple[str, Callable[[], Any]]]:
+        """One invalidation link per primary for a local tier (:mod:`cachewise.local.tracking`): the node's name,
+        and a factory of unconnected redis-py connections to it."""
+        if self._stale:
+            self._refresh()
+        return [
+            (node.name, tracking_factory(node.redis_connection.connection_pool, protocol, self.options.timeout))
+            for node in self._primaries()
+        ]
 
     def _refresh(self) -> None:
         """Read the slot map again (after a node failed to answer: it may have failed over)."""

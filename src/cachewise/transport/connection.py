@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,17 @@ class ClientOptions:
             "health_check_interval": 30,
             **dict(self.extra),
         }
+
+
+def tracking_factory(pool: Any, protocol: int, timeout: float) -> Callable[[], Any]:
+    """Unconnected connections like ``pool``'s, speaking RESP ``protocol``, for a local tier's invalidation link."""
+    kwargs = {**pool.connection_kwargs, "protocol": protocol, "socket_timeout": max(timeout, 1.0)}
+    kwargs.pop("retry", None)  # the link reconnects itself, after flushing the tier
+
+    def factory() -> Any:
+        return pool.connection_class(**kwargs)
+
+    return factory
 
 
 class _Raw:
@@ -286,6 +298,11 @@ class Connection:
             **dict(self.options.extra),
         }
         return redis.Redis(connection_pool=self.new_pool(kwargs))
+
+    def tracking_links(self, protocol: int) -> list[tuple[str, Callable[[], Any]]]:
+        """The server's invalidation link for a local tier (:mod:`cachewise.local.tracking`): a name, and a factory
+        of unconnected redis-py connections to it (for a Sentinel URL, to the current primary)."""
+        return [("server", tracking_factory(self.sync.connection_pool, protocol, self.options.timeout))]
 
     @property
     def target(self) -> str:
