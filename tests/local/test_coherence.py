@@ -4,6 +4,7 @@ and asyncio, on the embedded Valkey, the system Redis, a Cluster and a Sentinel 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +18,7 @@ from cachewise.server.embedded import EmbeddedServer
 from tests.conftest import client_for
 from tests.modes import Mode
 from tests.processes import in_forked_child
+from tests.test_resilience import OwnServer
 
 
 def until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -238,3 +240,66 @@ def test_a_plain_client_sees_no_difference(local_cache: Cache, server_url: str) 
         assert raw.get(local_cache.keyspace.entry("a")) is not None
     finally:
         raw.close()
+
+
+def test_a_restarted_server_under_readers_never_makes_them_late() -> None:
+    """Readers in threads, a writer in another cache, the server killed and restarted empty mid-run: no read
+    returns a value whose successor was written more than ``max_lag`` (plus a read's own time) before the read
+    began; the tier flushes, resumes and serves from memory again afterwards."""
+    server = OwnServer()
+    max_lag = 0.2
+    cache = Cache(server.url, default_ttl=60, local=LocalCache(max_lag=max_lag), timeout=0.2, breaker_reset=0.2)
+    writer = Cache(server.url, default_ttl=60, timeout=0.2, breaker_reset=0.2)
+    written: dict[int, float] = {}  # version -> when its write returned
+    reads: list[tuple[float, Any]] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def read() -> None:
+        while not stop.is_set():
+            began = time.monotonic()
+            value = cache.get("a")
+            with lock:
+                reads.append((began, value))
+
+    def write_for(seconds: float, start: int) -> int:
+        version = start
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            version += 1
+            if writer.set("a", version):
+                written[version] = time.monotonic()
+            time.sleep(0.005)
+        return version
+
+    try:
+        assert until(lambda: cache.stats().local.coherent)  # type: ignore[union-attr]
+        threads = [threading.Thread(target=read) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        version = write_for(0.5, 0)
+        before = cache.stats().local
+        assert before is not None
+        server.kill()
+        time.sleep(0.3)
+        server.restart()
+        version = write_for(1.5, version)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+        after = cache.stats().local
+        assert after is not None
+        assert after.flushes > before.flushes and after.resumes > before.resumes and after.coherent
+        late = [
+            (began, value)
+            for began, value in reads
+            if isinstance(value, int) and value + 1 in written and began > written[value + 1] + max_lag + 0.25
+        ]
+        assert not late, late[:5]
+        hits_before = cache.stats().total.local_hits
+        assert until(lambda: cache.get("a") == version and cache.stats().total.local_hits > hits_before + 1)
+    finally:
+        stop.set()
+        cache.close()
+        writer.close()
+        server.close()
