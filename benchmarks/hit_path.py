@@ -42,7 +42,7 @@ import redis.asyncio
 from rich.console import Console
 from rich.table import Table
 
-from cachewise import Cache
+from cachewise import Cache, LocalCache
 from cachewise.server.embedded import EmbeddedServer
 from common import cleanup_keys, close_all, describe_url, pin, server_version, start_tcp_server, version_of
 
@@ -542,6 +542,84 @@ class Bench:
         self.add(Case(name, "peers", self.async_base, arun=async_loop(get_product, 44)))
         self.cashews_decorated = (get_product, calls)
 
+    async def setup_local(self) -> None:
+        """The local tier beside what it competes with: ``functools.lru_cache`` (private to a process, never told
+        of a change), cachetools' ``TTLCache`` (the same, with a TTL), and cachewise's L1 (coherent)."""
+        local = Cache(self.url, namespace=f"{self.prefix}-l1", local=LocalCache())
+        self.closers.append(local.aclose)
+        self.local_cache = local
+        deadline = time.monotonic() + 5
+        while not local.stats().local.coherent:  # type: ignore[union-attr]
+            if time.monotonic() > deadline:
+                raise RuntimeError("the local tier's invalidation link did not come up")
+            await asyncio.sleep(0.01)
+        local.set("item:42", VALUE, ttl=HIT_TTL)
+        loads = [0]
+
+        @local.cached(ttl=HIT_TTL, key="product:{pid}")
+        def l1_product(pid: int) -> dict[str, Any]:
+            loads[0] += 1
+            return VALUE
+
+        @functools.lru_cache(maxsize=10_000)
+        def lru_product(pid: int) -> dict[str, Any]:
+            return VALUE
+
+        for _ in range(3):  # the first read fills the tier, the next ones are local hits
+            local.get("item:42")
+            l1_product(44)
+            await local.aget("item:42")
+        if local.stats().total.local_hits < 3:
+            raise RuntimeError("the local tier served no hit while warming up")
+
+        def l1_check(got: Any) -> str | None:
+            if loads[0] != 1:
+                return f"the decorated function ran {loads[0]} times: its calls were not all hits"
+            return expect("L1", got)
+
+        base = self.sync_base
+        self.add(Case("functools.lru_cache hit", "local", base, run=sync_loop(lru_product, 44), note="not shared"))
+        try:
+            import cachetools
+        except ImportError as exc:
+            self.skip("cachetools", f"cannot import: {exc}")
+        else:
+            ttl_cache: Any = cachetools.TTLCache(maxsize=10_000, ttl=HIT_TTL)
+            ttl_cache["item:42"] = orjson.dumps(VALUE)
+
+            @cachetools.cached(cachetools.TTLCache(maxsize=10_000, ttl=HIT_TTL))  # type: ignore[untyped-decorator]
+            def ct_product(pid: int) -> dict[str, Any]:
+                return VALUE
+
+            ct_product(44)
+            loads_ = orjson.loads
+
+            def ct_get(key: str) -> Any:
+                return loads_(ttl_cache.get(key))
+
+            self.add(Case("cachetools @cached(TTLCache) hit", "local", base, run=sync_loop(ct_product, 44)))
+            self.add(Case("cachetools TTLCache.get + orjson.loads", "local", base, run=sync_loop(ct_get, "item:42")))
+        self.add(
+            Case(
+                "cachewise L1 get hit",
+                "local",
+                base,
+                run=sync_loop(local.get, "item:42"),
+                check=lambda: expect("L1 get", local.get("item:42")),
+                note="coherent across processes",
+            )
+        )
+        self.add(
+            Case(
+                "cachewise L1 @cached hit",
+                "local",
+                base,
+                run=sync_loop(l1_product, 44),
+                check=lambda: l1_check(l1_product(44)),
+            )
+        )
+        self.add(Case("cachewise L1 aget hit", "local", self.async_base, arun=async_loop(local.aget, "item:42")))
+
     # -- running --------------------------------------------------------------------------------------------------
     async def verify(self) -> None:
         """Warm every case up, then check that it does what its name says; a broken case is dropped."""
@@ -619,6 +697,7 @@ SECTIONS = {
     "sync": "sync hits",
     "async": "async hits",
     "miss": "misses (cache-aside)",
+    "local": "process-local tier (vs redis-py GET; lru_cache and cachetools are not shared between processes)",
     "peers": "peers (sync: vs redis-py, async: vs redis.asyncio)",
 }
 
@@ -659,6 +738,7 @@ async def run_all(bench: Bench) -> None:
     try:
         await bench.setup_raw()
         await bench.setup_cachewise()
+        await bench.setup_local()
         if bench.want_peers:
             await bench.setup_peers()
         console.print(f"warming up and checking {len(bench.cases)} cases ({bench.warmup} calls each)…", style="dim")

@@ -18,7 +18,7 @@ def coherent(maxsize: int = 100, max_bytes: int | None = None, ttl: float | None
 
 
 def fill(tier: LocalTier, key: str, value: object = "v", keys: tuple[str, ...] = KEYS, size: int = 10) -> bool:
-    return tier.fill(key, (value, [], None, None), keys, tier.ticket(), 60.0, size)
+    return tier.fill(key, (value, [], None, None), keys, tier.seq, 60.0, size)
 
 
 def test_a_fill_is_served_until_one_of_its_keys_is_invalidated() -> None:
@@ -34,12 +34,12 @@ def test_a_fill_whose_keys_were_invalidated_after_its_ticket_is_refused() -> Non
     """The read/invalidation race: the read was sent (ticket), the server changed the entry and its invalidation was
     handled, then the reply with the old value arrives: it must not be kept."""
     tier = coherent()
-    ticket = tier.ticket()
+    ticket = tier.seq
     tier.invalidate(["ns:a"])
     assert not tier.fill("a", ("old", [], None, None), KEYS, ticket, 60.0, 10)
     assert tier.get("a") is None
     # an invalidation of an unrelated key does not refuse it
-    ticket = tier.ticket()
+    ticket = tier.seq
     tier.invalidate(["ns:other"])
     assert tier.fill("a", ("new", [], None, None), KEYS, ticket, 60.0, 10)
 
@@ -62,7 +62,7 @@ def test_nothing_is_served_or_stored_until_every_link_is_heard_and_within_max_la
 def test_a_lost_link_flushes_refuses_fills_in_flight_and_counts_the_resume() -> None:
     tier = coherent()
     fill(tier, "a")
-    ticket = tier.ticket()
+    ticket = tier.seq
     tier.lost("server")
     assert tier.get("a") is None and tier.stats().entries == 0
     tier.heard("server", time.monotonic())
@@ -91,9 +91,9 @@ def test_lru_eviction_by_count_and_by_bytes() -> None:
 
 def test_an_entry_never_outlives_the_server_ttl_nor_the_tier_ttl() -> None:
     tier = coherent(ttl=0.05)
-    assert tier.fill("a", ("v", [], None, None), KEYS, tier.ticket(), 60.0, 1)
-    assert tier.fill("b", ("v", [], None, None), ("ns:b",), tier.ticket(), 0.02, 1)
-    assert not tier.fill("c", ("v", [], None, None), ("ns:c",), tier.ticket(), -1.0, 1)  # already past its TTL
+    assert tier.fill("a", ("v", [], None, None), KEYS, tier.seq, 60.0, 1)
+    assert tier.fill("b", ("v", [], None, None), ("ns:b",), tier.seq, 0.02, 1)
+    assert not tier.fill("c", ("v", [], None, None), ("ns:c",), tier.seq, -1.0, 1)  # already past its TTL
     time.sleep(0.03)
     assert tier.get("b") is None and tier.get("a") is not None
     time.sleep(0.03)
@@ -102,7 +102,7 @@ def test_an_entry_never_outlives_the_server_ttl_nor_the_tier_ttl() -> None:
 
 def test_a_flush_refuses_fills_in_flight_and_a_forked_child_starts_empty() -> None:
     tier = coherent()
-    ticket = tier.ticket()
+    ticket = tier.seq
     fill(tier, "a")
     tier.flush()
     assert tier.get("a") is None
@@ -114,7 +114,7 @@ def test_a_flush_refuses_fills_in_flight_and_a_forked_child_starts_empty() -> No
 
 def test_many_invalidated_keys_do_not_grow_without_bound() -> None:
     tier = coherent()
-    ticket = tier.ticket()
+    ticket = tier.seq
     for i in range(70_000):
         tier.invalidate([f"ns:k{i}"])
     # the memory of invalidated keys was dropped: every ticket older than that is refused, newer ones are not

@@ -58,10 +58,12 @@ class Engine:
         """One read of ``key`` (counted): ``(value or MISSING, header, plan, reply)``; fails open."""
         local = self.local
         if local is not None:
-            lkey, found, ticket = local.lookup(key, tokens)
+            lkey = (key, tokens) if tokens else key
+            found = local.get(lkey)
             if found is not None:
-                local.served(scope)
+                self.context.stats.local_hit(scope)
                 return found  # type: ignore[no-any-return]
+            ticket = local.tier.seq
         plan = self.context.read_plan(key, tokens)
         found = first_read(self.context, plan, self.executor.attempt(plan.mget or plan.command, scope), scope, stale)
         if type(found) is not tuple:
@@ -76,10 +78,12 @@ class Engine:
         """Async :meth:`read`."""
         local = self.local
         if local is not None:
-            lkey, found, ticket = local.lookup(key, tokens)
+            lkey = (key, tokens) if tokens else key
+            found = local.get(lkey)
             if found is not None:
-                local.served(scope)
+                self.context.stats.local_hit(scope)
                 return found  # type: ignore[no-any-return]
+            ticket = local.tier.seq
         plan = self.context.read_plan(key, tokens)
         found = first_read(
             self.context, plan, await self.executor.aattempt(plan.mget or plan.command, scope), scope, stale
@@ -97,10 +101,14 @@ class Engine:
         ctx = self.context
         local = self.local if site.local else None
         if local is not None:
-            lkey, found, ticket = local.lookup(key, tokens)
-            if found is not None and settle(ctx, site.protection, found) is None:
-                local.served(site.scope)
+            lkey = (key, tokens) if tokens else key
+            found = local.get(lkey)
+            # A local hit (its header is the server entry's) refreshes as a server hit would; the miss odds are
+            # the server reads' own.
+            if found is not None and ctx.reader.refresh_due(found[1], site.protection) is None:
+                ctx.stats.local_hit(site.scope)
                 return found[0]
+            ticket = local.tier.seq
         plan = ctx.read_plan(key, tokens)
         command, ask = first_command(ctx, site, plan)
         reply, lease = self.executor.attempt(command, site.scope), None
@@ -122,10 +130,14 @@ class Engine:
         ctx = self.context
         local = self.local if site.local else None
         if local is not None:
-            lkey, found, ticket = local.lookup(key, tokens)
-            if found is not None and settle(ctx, site.protection, found) is None:
-                local.served(site.scope)
+            lkey = (key, tokens) if tokens else key
+            found = local.get(lkey)
+            # A local hit (its header is the server entry's) refreshes as a server hit would; the miss odds are
+            # the server reads' own.
+            if found is not None and ctx.reader.refresh_due(found[1], site.protection) is None:
+                ctx.stats.local_hit(site.scope)
                 return found[0]
+            ticket = local.tier.seq
         plan = ctx.read_plan(key, tokens)
         command, ask = first_command(ctx, site, plan)
         reply, lease = await self.executor.aattempt(command, site.scope), None

@@ -1,9 +1,9 @@
 """How the engine's reads use the local tier (:mod:`cachewise.local`), without I/O: look up, count, and store what
 a read of the server found.
 
-A lookup gives the tier's key (the read plan's: the user key, with its tag tokens when there are any), what the tier
-holds for it, and a ticket taken *before* the server is read; :meth:`LocalReads.remember` stores a fresh hit under
-that ticket, for as long as the entry's header says it stays fresh on the server.
+The engine looks the tier up by the read plan's key (the user key, with its tag tokens when there are any) and takes
+a ticket (``tier.seq``) *before* the server is read; :meth:`LocalReads.remember` stores a fresh hit under that
+ticket, for as long as the entry's header says it stays fresh on the server.
 """
 
 from __future__ import annotations
@@ -23,21 +23,16 @@ __all__ = ["LocalReads"]
 class LocalReads:
     """The local tier of one cache as its reads see it."""
 
-    __slots__ = ("stats", "tier", "tracker")
+    __slots__ = ("get", "stats", "tier", "tracker")
 
     def __init__(self, tier: LocalTier, tracker: Tracker, stats: StatsRegistry) -> None:
         self.tier = tier
         self.tracker = tracker
         self.stats = stats
-
-    def lookup(self, key: str, tokens: tuple[str, ...]) -> tuple[Hashable, Any, int]:
-        """``(the tier's key, what it holds or None, a ticket for a fill)``."""
-        tier = self.tier
-        lkey = (key, tokens) if tokens else key
-        return lkey, tier.get(lkey), tier.ticket()
-
-    def served(self, scope: Counters | None) -> None:
-        self.stats.local_hit(scope)
+        #: What the tier holds for a key (:meth:`LocalTier.get`: the stored ``Found`` or None).  The engine builds
+        #: the key as the read plans do (the user key, or ``(key, tag tokens)``), takes ``tier.seq`` as the
+        #: ticket of a read that may fill it, and counts a local hit itself: a hit pays no call here.
+        self.get = tier.get
 
     def remember(self, lkey: Hashable, found: Any, ticket: int, scope: Counters | None) -> None:
         """Store a fresh hit the server answered (counted as a local miss); a read that failed, missed or holds no

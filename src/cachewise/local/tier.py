@@ -5,9 +5,9 @@ An entry is stored with the server keys it was judged with (the entry and the co
 :class:`~cachewise.engine.reads.ReadPlan`); an invalidation of any of them (:meth:`LocalTier.invalidate`, fed by
 :mod:`cachewise.local.tracking`) drops it.  Three rules keep it coherent:
 
-* **Fills that raced an invalidation lose.**  A reader takes a :meth:`ticket` before it sends the read, and
-  :meth:`fill` refuses the value when one of its keys was invalidated after the ticket (the "caching in progress"
-  placeholder of the Redis client-side caching documentation): a read answered with the old value, whose
+* **Fills that raced an invalidation lose.**  A reader takes a ticket (:attr:`LocalTier.seq`) before it sends the
+  read, and :meth:`fill` refuses the value when one of its keys was invalidated after the ticket (the "caching in
+  progress" placeholder of the Redis client-side caching documentation): a read answered with the old value, whose
   invalidation was handled before the reply, never enters the tier.
 * **Hits need a live link.**  A hit is served only while :attr:`trusted_until` is ahead: the tracker moves it to
   ``max_lag`` seconds after it *sent* the last ``PING`` answered on every invalidation link.  Replies come in order,
@@ -106,8 +106,10 @@ class LocalTier:
             pass
         return entry.found
 
-    def ticket(self) -> int:
-        """Taken before a read whose value may be stored: :meth:`fill` refuses it if the keys moved meanwhile."""
+    @property
+    def seq(self) -> int:
+        """The ticket of a read whose value may be stored, taken before it is sent: :meth:`fill` refuses the value
+        if one of its keys was invalidated meanwhile."""
         return self._seq
 
     def fill(self, key: Hashable, found: Any, keys: tuple[str, ...], ticket: int, expires_in: float, size: int) -> bool:
