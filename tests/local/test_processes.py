@@ -1,31 +1,37 @@
-"""Four processes with the local tier on, 25 % writes over 50 keys of a real SQLite table, writes by ``set``,
-``delete``, ``bump_version``, ``invalidate_tags`` and a plain redis-py client: once the writers stop and the
-invalidations are delivered, every process reads what the table holds; a naive local TTL cache in front of the
+"""Four processes with the local tier on, 25 % writes over 50 keys of a real table (SQLite and PostgreSQL), writes
+by ``set``, ``delete``, ``bump_version``, ``invalidate_tags`` and a plain redis-py client: once the writers stop and
+the invalidations are delivered, every process reads what the table holds; a naive local TTL cache in front of the
 same cache, in the same run, does not."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+
+import sqlalchemy
+from sqlalchemy import text
 
 from cachewise import Cache
 from tests.processes import run_together
 
 WORKER = r"""
-import json, os, random, sqlite3, time
+import json, os, random, time
+import sqlalchemy
+from sqlalchemy import text
 from cachewise import Cache, LocalCache
 from tests.conftest import client_for
 
-url, namespace, db, go = ARGS
+url, namespace, db, table, go = ARGS
+items, history = f"{table}_items", f"{table}_history"
 rng = random.Random(os.getpid())
 cache = Cache(url, namespace=namespace, default_ttl=60, local=LocalCache(max_lag=0.5))
 naive = {}  # what a process-local TTL cache (no invalidation) would hold: key -> (value, expires)
 raw = client_for(url)
-conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+engine = sqlalchemy.create_engine(db, connect_args={"timeout": 30} if db.startswith("sqlite") else {})
 KEYS = [f"item:{i}" for i in range(50)]
 
 def row(key):
-    return conn.execute("SELECT version FROM items WHERE key = ?", (key,)).fetchone()[0]
+    with engine.connect() as conn:
+        return conn.execute(text(f"SELECT version FROM {items} WHERE key = :k"), {"k": key}).scalar_one()
 
 def read(key):
     return cache.get_or_set(key, lambda: row(key), ttl=60, tags=["items"])
@@ -37,6 +43,14 @@ def naive_read(key):
         naive[key] = (value, time.monotonic() + 30.0)
     return value
 
+def write(key):
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE {items} SET version = version + 1 WHERE key = :k"), {"k": key})
+        conn.execute(
+            text(f"INSERT INTO {history} SELECT key, version, :at FROM {items} WHERE key = :k"),
+            {"k": key, "at": time.time()},
+        )
+
 print("ready", flush=True)
 while not os.path.exists(go):
     time.sleep(0.005)
@@ -45,7 +59,7 @@ deadline = time.monotonic() + 3.0
 while time.monotonic() < deadline:
     key = rng.choice(KEYS)
     if rng.random() < 0.25:
-        conn.execute("UPDATE items SET version = version + 1, at = ? WHERE key = ?", (time.time(), key))
+        write(key)
         how = rng.randrange(5)
         if how == 0:
             cache.set(key, row(key), ttl=60, tags=["items"])
@@ -62,12 +76,14 @@ while time.monotonic() < deadline:
         got = read(key)
         naive_read(key)
         reads += 1
-        now_version, = conn.execute("SELECT version FROM items WHERE key = ?", (key,)).fetchone()
-        if got < now_version:  # a newer write exists: how long ago did the first newer one land?
-            at = conn.execute("SELECT at FROM history WHERE key = ? AND version = ?", (key, got + 1)).fetchone()
+        if got < row(key):  # a newer write exists: how long ago did the first newer one land?
+            with engine.connect() as conn:
+                at = conn.execute(
+                    text(f"SELECT at FROM {history} WHERE key = :k AND version = :v"), {"k": key, "v": got + 1}
+                ).scalar_one_or_none()
             stale += 1
             if at is not None:
-                oldest = max(oldest, time.time() - at[0])
+                oldest = max(oldest, time.time() - at)
 time.sleep(1.0)  # the other writers are done too, and their invalidations delivered
 final_stale = sum(read(k) != row(k) for k in KEYS)
 naive_stale = sum(naive_read(k) != row(k) for k in KEYS)
@@ -78,24 +94,29 @@ print(json.dumps({"writes": writes, "reads": reads, "stale": stale, "oldest": ol
 """
 
 
-def _database(path: Path) -> str:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE items (key TEXT PRIMARY KEY, version INTEGER NOT NULL, at REAL NOT NULL)")
-    conn.execute("CREATE TABLE history (key TEXT, version INTEGER, at REAL, PRIMARY KEY (key, version))")
-    conn.execute(
-        "CREATE TRIGGER keep AFTER UPDATE ON items BEGIN INSERT INTO history VALUES (NEW.key, NEW.version, NEW.at); END"
-    )
-    conn.executemany("INSERT INTO items VALUES (?, 0, 0)", [(f"item:{i}",) for i in range(50)])
-    conn.close()
-    return str(path)
+def _tables(database_url: str, table: str) -> sqlalchemy.Engine:
+    engine = sqlalchemy.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE {table}_items (key VARCHAR(32) PRIMARY KEY, version INTEGER NOT NULL)"))
+        conn.execute(text(f"CREATE TABLE {table}_history (key VARCHAR(32), version INTEGER, at FLOAT)"))
+        conn.execute(text(f"INSERT INTO {table}_items VALUES (:k, 0)"), [{"k": f"item:{i}"} for i in range(50)])
+    return engine
 
 
-def test_four_processes_read_what_the_table_holds(server_url: str, unique_namespace: str, tmp_path: Path) -> None:
-    db = _database(tmp_path / "items.db")
+def test_four_processes_read_what_the_table_holds(
+    server_url: str, database_url: str, unique_namespace: str, tmp_path: Path
+) -> None:
+    table = "l1_" + unique_namespace.replace("-", "_")
+    engine = _tables(database_url, table)
     go = tmp_path / "go"
-    code = f"ARGS = {[server_url, unique_namespace, db, str(go)]!r}\n" + WORKER
-    outputs = run_together(code, 4, go)
+    try:
+        code = f"ARGS = {[server_url, unique_namespace, database_url, table, str(go)]!r}\n" + WORKER
+        outputs = run_together(code, 4, go)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP TABLE {table}_items"))
+            conn.execute(text(f"DROP TABLE {table}_history"))
+        engine.dispose()
     assert sum(o["writes"] for o in outputs) > 50 and sum(o["local_hits"] for o in outputs) > 0
     assert sum(o["invalidations"] for o in outputs) > 0
     assert [o["final_stale"] for o in outputs] == [0, 0, 0, 0], outputs  # every process reads the table
