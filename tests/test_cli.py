@@ -98,6 +98,10 @@ def test_run_demo_measures_every_story(
     assert inv.warm_loads == 0
     assert inv.bump_loads == QUICK.versioned
     assert inv.tags_loads == QUICK.versioned
+    # 12. the local tier: a hit from memory beats a server hit, and another process's writes reach it
+    local = result.local
+    assert local.local_hit.median_ms < local.server_hit.median_ms and local.local_hits >= QUICK.hit_samples
+    assert 0 < len(local.delays) <= local.writes and local.delay_ms(0.99) < 1000
     # 6. the stats saw it all, and no server error
     stats = result.stats
     assert stats.total.errors == 0

@@ -20,6 +20,7 @@ from ..stats import CacheStats
 from .app import ProductPages
 from .data import DataSizes, open_database, product_ids, remove_database
 from .data_stories import DashboardResult, FeatureResult, dashboard, feature_store
+from .local import LocalResult, local_tier
 from .namespace import TTLAudit, audit_ttls
 from .outage import OutageResult, server_outage
 from .stampede import StampedeResult, cold_stampede
@@ -94,6 +95,7 @@ class DemoResult:
     sessions: SessionResult
     features: FeatureResult
     dashboard: DashboardResult
+    local: LocalResult
     stats: CacheStats
     audit: TTLAudit
     #: Keys removed from a server that outlives the demo (0 for the private embedded server, which just stops).
@@ -203,6 +205,7 @@ def run_demo(
         session_story = sessions(console, cache)
         features = feature_store(console, cache, db_path)
         board = dashboard(console, cache, db_path)
+        local = local_tier(console, cache, pages, ids[0], sizes.hit_samples)
 
         stats = cache.stats()
         show_stats(console, stats)
@@ -227,6 +230,7 @@ def run_demo(
             sessions=session_story,
             features=features,
             dashboard=board,
+            local=local,
             stats=stats,
             audit=audit,
             keys_deleted=deleted,

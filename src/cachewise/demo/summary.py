@@ -29,7 +29,7 @@ def show_stats(console: Console, stats: CacheStats) -> None:
     """What ``cache.stats()`` counted during the demo: one column per cached function, then the namespace."""
     scopes = [(name.rsplit(".", 1)[-1] + "()", c) for name, c in sorted(stats.functions.items())]
     scopes.append((f"namespace {stats.namespace}", stats.total))
-    table = new_table(TITLES[11], "cache.stats()", *(name for name, _ in scopes))
+    table = new_table(TITLES[12], "cache.stats()", *(name for name, _ in scopes))
     for label, show in _ROWS:
         table.add_row(label, *(show(c) for _, c in scopes))
     console.print(table)
@@ -37,7 +37,7 @@ def show_stats(console: Console, stats: CacheStats) -> None:
 
 def show_audit(console: Console, audit: TTLAudit, pattern: str) -> None:
     """The anti-pattern check: a key without a TTL on the server is a bug waiting to happen."""
-    table = new_table(TITLES[12], "check", "result")
+    table = new_table(TITLES[13], "check", "result")
     table.add_row(f"keys matching {pattern!r}", f"{audit.keys:,}")
     table.add_row("keys without a TTL", str(len(audit.without_ttl)))
     if audit.min_pttl_ms is not None and audit.max_pttl_ms is not None:

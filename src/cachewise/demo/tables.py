@@ -19,8 +19,9 @@ TITLES = (
     "9. Server-side sessions",
     "10. A feature store for ML",
     "11. A dashboard query, 50 viewers at once",
-    "12. Cache statistics",
-    "13. Every key has a TTL",
+    "12. A local tier in every process",
+    "13. Cache statistics",
+    "14. Every key has a TTL",
 )
 
 
