@@ -62,7 +62,7 @@ def _local_options(local: bool | LocalCache | None) -> LocalCache | None:
 
 
 def _local_tier(
-    local: LocalCache | None, connection: AnyConnection, space: KeySpace, stats: StatsRegistry
+    local: LocalCache | None, connection: AnyConnection, space: KeySpace, stats: StatsRegistry, reader: EntryReader
 ) -> LocalReads | None:
     """The local tier of ``local`` (None: off), its tracker not started yet."""
     if local is None:
@@ -70,7 +70,7 @@ def _local_tier(
     tier = local.tier()
     protocol = local.protocol
     tracker = Tracker(tier, lambda: connection.tracking_links(protocol), space.tracked_prefixes(), protocol=protocol)
-    return LocalReads(tier, tracker, stats)
+    return LocalReads(tier, tracker, stats, reader)
 
 
 class Cache:
@@ -137,7 +137,7 @@ class Cache:
             max_value_bytes=max_value_bytes, signer=self._signer,
         )  # fmt: skip
         context = Context(self.keyspace, reader, writer, stats, self.report, protection)
-        self._local = _local_tier(local_options, self.connection, self.keyspace, stats)
+        self._local = _local_tier(local_options, self.connection, self.keyspace, stats, reader)
         if self._local is not None:
             context.local = self._local.tier
             self._local.tracker.start()

@@ -84,16 +84,7 @@ class Executor:
                     _merge(replies, again, self._connection.send(again.command))
         except SERVER_ERRORS as exc:
             return self._failed(command, exc, scope, started)
-        pending = self._pending
-        pending.append((perf_counter() - started, scope))  # Reporter.roundtrip, inline: every command pays it
-        if len(pending) > FOLD_AT:
-            self._fold()
-        if not breaker.clear:
-            breaker.success()
-        reply = replies[0]
-        if command.count == 1 and not isinstance(reply, ResponseError):  # nearly always
-            return reply
-        return self._answered(command, replies, scope)
+        return self._settled(command, replies, scope, started)
 
     async def aattempt(self, command: Command, scope: Counters | None = None) -> Any:
         """Async :meth:`attempt`."""
@@ -110,10 +101,16 @@ class Executor:
                     _merge(replies, again, await self._connection.asend(again.command))
         except SERVER_ERRORS as exc:
             return self._failed(command, exc, scope, started)
+        return self._settled(command, replies, scope, started)
+
+    def _settled(self, command: Command, replies: list[Any], scope: Counters | None, started: float) -> Any:
+        """What an answered ``command`` returns (its reply, or a list for several parts), its round trip queued
+        for the report and the breaker told."""
         pending = self._pending
         pending.append((perf_counter() - started, scope))  # Reporter.roundtrip, inline: every command pays it
         if len(pending) > FOLD_AT:
             self._fold()
+        breaker = self.breaker
         if not breaker.clear:
             breaker.success()
         reply = replies[0]

@@ -23,9 +23,9 @@ from ..stats import Counters
 from ..transport.command import Command
 from .context import Context, Site
 from .driver import Driver
-from .firstread import lease_answer
+from .firstread import FirstLease
 from .flights import LocalFlights
-from .flows import Found, first_command, first_read, reload, settle
+from .flows import Found, first_command, first_found, first_read, reload, settle
 from .leases import LeaseKeeper
 from .locals import LocalReads
 from .steps import Hold
@@ -54,72 +54,50 @@ class Engine:
         )
 
     # -- reads ------------------------------------------------------------------------------------------------------
+    # Each pair is one design: the local tier, the plan and every verdict are shared (:mod:`.locals`, :mod:`.flows`);
+    # the sync and async methods differ only in how they wait for the server.
     def read(self, key: str, tokens: tuple[str, ...] = (), scope: Counters | None = None, stale: bool = False) -> Found:
         """One read of ``key`` (counted): ``(value or MISSING, header, plan, reply)``; fails open."""
         local = self.local
-        if local is not None:
-            lkey = (key, tokens) if tokens else key
-            found = local.get(lkey)
-            if found is not None:
-                self.context.stats.local_hit(scope)
-                return found  # type: ignore[no-any-return]
-            ticket = local.tier.seq
+        ticket = None if local is None else local.lookup(key, tokens, scope)  # a Found on a local hit
+        if type(ticket) is tuple:
+            return ticket
         plan = self.context.read_plan(key, tokens)
         found = first_read(self.context, plan, self.executor.attempt(plan.mget or plan.command, scope), scope, stale)
         if type(found) is not tuple:
             found = self.driver.run(found)
-        if local is not None:
-            local.remember(lkey, found, ticket, scope)
-        return found  # type: ignore[no-any-return]
+        return found if ticket is None else local.remember(key, tokens, found, ticket, scope)  # type: ignore[union-attr,no-any-return]
 
     async def aread(
         self, key: str, tokens: tuple[str, ...] = (), scope: Counters | None = None, stale: bool = False
     ) -> Found:
         """Async :meth:`read`."""
         local = self.local
-        if local is not None:
-            lkey = (key, tokens) if tokens else key
-            found = local.get(lkey)
-            if found is not None:
-                self.context.stats.local_hit(scope)
-                return found  # type: ignore[no-any-return]
-            ticket = local.tier.seq
+        ticket = None if local is None else local.lookup(key, tokens, scope)
+        if type(ticket) is tuple:
+            return ticket
         plan = self.context.read_plan(key, tokens)
         found = first_read(
             self.context, plan, await self.executor.aattempt(plan.mget or plan.command, scope), scope, stale
         )
         if type(found) is not tuple:
             found = await self.driver.arun(found)
-        if local is not None:
-            local.remember(lkey, found, ticket, scope)
-        return found  # type: ignore[no-any-return]
+        return found if ticket is None else local.remember(key, tokens, found, ticket, scope)  # type: ignore[union-attr,no-any-return]
 
     def get_or_load(self, site: Site, key: str, tokens: tuple[str, ...], loader: Callable[[], Any]) -> Any:
         """Cache-aside for a call from ``site``: the value of a fresh hit, else what the flow after the read returns
         (loading it if needed).  When a miss is likely, the read takes the lease too
         (:mod:`cachewise.engine.firstread`)."""
-        ctx = self.context
-        local = self.local if site.local else None
-        if local is not None:
-            lkey = (key, tokens) if tokens else key
-            found = local.get(lkey)
-            # A local hit (its header is the server entry's) refreshes as a server hit would; the miss odds are
-            # the server reads' own.
-            if found is not None and ctx.reader.refresh_due(found[1], site.protection) is None:
-                ctx.stats.local_hit(site.scope)
-                return found[0]
-            ticket = local.tier.seq
+        ctx, local = self.context, self.local
+        ticket = None if local is None or not site.local else local.lookup(key, tokens, site.scope, site.protection)
+        if type(ticket) is tuple:
+            return ticket[0]
         plan = ctx.read_plan(key, tokens)
         command, ask = first_command(ctx, site, plan)
-        reply, lease = self.executor.attempt(command, site.scope), None
-        if ask is not None:
-            reply, lease = lease_answer(ctx, plan, ask, reply)
-        found = first_read(ctx, plan, reply, site.scope, True)
+        found, lease = first_found(ctx, plan, ask, self.executor.attempt(command, site.scope), site.scope)
         if type(found) is not tuple:
             found = self.driver.run(found)
-        why = settle(ctx, site.protection, found, lease)
-        if local is not None:
-            local.remember(lkey, found, ticket, site.scope) if why is None else local.missed(site.scope)
+        why = self._settle(site, key, tokens, found, lease, ticket)
         if why is None:
             return found[0]
         return self.driver.run(reload(ctx, site.request(key, tokens), found, lease, why), loader, site.where)
@@ -127,31 +105,30 @@ class Engine:
     async def aget_or_load(self, site: Site, key: str, tokens: tuple[str, ...], loader: Callable[[], Any]) -> Any:
         """Async :meth:`get_or_load` (``loader`` may be async; a refresh runs in the background when ``site`` says
         so)."""
-        ctx = self.context
-        local = self.local if site.local else None
-        if local is not None:
-            lkey = (key, tokens) if tokens else key
-            found = local.get(lkey)
-            # A local hit (its header is the server entry's) refreshes as a server hit would; the miss odds are
-            # the server reads' own.
-            if found is not None and ctx.reader.refresh_due(found[1], site.protection) is None:
-                ctx.stats.local_hit(site.scope)
-                return found[0]
-            ticket = local.tier.seq
+        ctx, local = self.context, self.local
+        ticket = None if local is None or not site.local else local.lookup(key, tokens, site.scope, site.protection)
+        if type(ticket) is tuple:
+            return ticket[0]
         plan = ctx.read_plan(key, tokens)
         command, ask = first_command(ctx, site, plan)
-        reply, lease = await self.executor.aattempt(command, site.scope), None
-        if ask is not None:
-            reply, lease = lease_answer(ctx, plan, ask, reply)
-        found = first_read(ctx, plan, reply, site.scope, True)
+        found, lease = first_found(ctx, plan, ask, await self.executor.aattempt(command, site.scope), site.scope)
         if type(found) is not tuple:
             found = await self.driver.arun(found)
-        why = settle(ctx, site.protection, found, lease)
-        if local is not None:
-            local.remember(lkey, found, ticket, site.scope) if why is None else local.missed(site.scope)
+        why = self._settle(site, key, tokens, found, lease, ticket)
         if why is None:
             return found[0]
         return await self.driver.arun(reload(ctx, site.request(key, tokens), found, lease, why), loader)
+
+    def _settle(
+        self, site: Site, key: str, tokens: tuple[str, ...], found: Found, lease: FirstLease | None, ticket: Any
+    ) -> str | None:
+        """:func:`~cachewise.engine.flows.settle` for a call from ``site``; a fresh hit fills the local tier under
+        ``ticket`` (None: the call does not use it)."""
+        why = settle(self.context, site.protection, found, lease)
+        if ticket is not None:
+            local: LocalReads = self.local  # type: ignore[assignment]
+            local.remember(key, tokens, found, ticket, site.scope) if why is None else local.missed(site.scope)
+        return why
 
     # -- other flows ------------------------------------------------------------------------------------------------
     def run(self, flow: Flow[Any]) -> Any:

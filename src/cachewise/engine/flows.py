@@ -25,12 +25,12 @@ from ..runner import Flow, Send
 from ..stats import Counters
 from ..transport.command import Command
 from .context import Context, Request, Site
-from .firstread import FirstLease, LeaseRead, lease_read
+from .firstread import FirstLease, LeaseRead, lease_answer, lease_read
 from .reads import FAILED, NO_HEAD, RECHECK, ReadPlan
 from .stampede import Protection, new_token
 from .steps import Hold, Join, Joined, Listen, Load, Share, Spawn, Wait
 
-__all__ = ["after_read", "first_command", "first_read", "recheck", "reload", "settle"]
+__all__ = ["after_read", "first_command", "first_found", "first_read", "recheck", "reload", "settle"]
 
 #: What a read found: ``(value or MISSING, header tokens, the plan it ran, its reply or None)``.
 Found = tuple[Any, list[bytes], ReadPlan, Any]
@@ -66,6 +66,17 @@ def recheck(ctx: Context, plan: ReadPlan, raw: bytes, scope: Counters | None, se
         ctx.stats.add(scope, "misses")
         return MISSING, NO_HEAD, again, None
     return value, head, again, reply
+
+
+def first_found(
+    ctx: Context, plan: ReadPlan, ask: LeaseRead | None, reply: Any, scope: Counters | None
+) -> tuple[Any, FirstLease | None]:
+    """What the first read of a cache-aside call found (:func:`first_read`, serving stale), and what the lease
+    asked for with it answered (None: none asked for, or the read failed)."""
+    lease = None
+    if ask is not None:
+        reply, lease = lease_answer(ctx, plan, ask, reply)
+    return first_read(ctx, plan, reply, scope, True), lease
 
 
 def first_command(ctx: Context, site: Site, plan: ReadPlan) -> tuple[Command, LeaseRead | None]:

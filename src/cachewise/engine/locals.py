@@ -1,9 +1,10 @@
 """How the engine's reads use the local tier (:mod:`cachewise.local`), without I/O: look up, count, and store what
 a read of the server found.
 
-The engine looks the tier up by the read plan's key (the user key, with its tag tokens when there are any) and takes
-a ticket (``tier.seq``) *before* the server is read; :meth:`LocalReads.remember` stores a fresh hit under that
-ticket, for as long as the entry's header says it stays fresh on the server.
+:meth:`LocalReads.lookup` looks the tier up by the read plan's key (the user key, with its tag tokens when there are
+any) and, on a miss, hands out a ticket (``tier.seq``) taken *before* the server is read;
+:meth:`LocalReads.remember` stores a fresh hit under that ticket, for as long as the entry's header says it stays
+fresh on the server.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from ..entries import verdicts
 from ..local.tier import LocalTier
 from ..local.tracking import Tracker
 from ..stats import Counters, StatsRegistry
+from .reads import EntryReader
+from .stampede import Protection
 
 __all__ = ["LocalReads"]
 
@@ -23,34 +26,50 @@ __all__ = ["LocalReads"]
 class LocalReads:
     """The local tier of one cache as its reads see it."""
 
-    __slots__ = ("get", "stats", "tier", "tracker")
+    __slots__ = ("_get", "_local_hit", "_refresh_due", "stats", "tier", "tracker")
 
-    def __init__(self, tier: LocalTier, tracker: Tracker, stats: StatsRegistry) -> None:
+    def __init__(self, tier: LocalTier, tracker: Tracker, stats: StatsRegistry, reader: EntryReader) -> None:
         self.tier = tier
         self.tracker = tracker
         self.stats = stats
-        #: What the tier holds for a key (:meth:`LocalTier.get`: the stored ``Found`` or None).  The engine builds
-        #: the key as the read plans do (the user key, or ``(key, tag tokens)``), takes ``tier.seq`` as the
-        #: ticket of a read that may fill it, and counts a local hit itself: a hit pays no call here.
-        self.get = tier.get
+        self._get = tier.get
+        self._local_hit = stats.local_hit
+        self._refresh_due = reader.refresh_due
 
-    def remember(self, lkey: Hashable, found: Any, ticket: int, scope: Counters | None) -> None:
-        """Store a fresh hit the server answered (counted as a local miss); a read that failed, missed or holds no
-        readable times stores nothing."""
+    def lookup(
+        self, key: str, tokens: tuple[str, ...], scope: Counters | None, protection: Protection | None = None
+    ) -> Any:
+        """A local hit for the read of ``key`` with tag ``tokens`` (the stored ``Found``, counted), or on a miss the
+        ticket under which the server's answer may fill the tier (:meth:`remember`).  With ``protection`` (a
+        cache-aside call), a hit whose header says it is due for a refresh is a miss: it refreshes as a server
+        hit would, and the miss odds stay the server reads' own.  The ticket is taken before the look-up, so an
+        invalidation at any point after it refuses the fill."""
+        ticket = self.tier.seq
+        found = self._get((key, tokens) if tokens else key)
+        if found is not None and (protection is None or self._refresh_due(found[1], protection) is None):
+            self._local_hit(scope)
+            return found
+        return ticket
+
+    def remember(self, key: str, tokens: tuple[str, ...], found: Any, ticket: int, scope: Counters | None) -> Any:
+        """Store ``found``, a fresh hit the server answered, under ``ticket`` (counted as a local miss); a read that
+        failed, missed or holds no readable times stores nothing.  Returns ``found``."""
         self.stats.add(scope, "local_misses")
         tracker = self.tracker
         if not tracker.started():  # the first read of this process (or of a forked child)
             tracker.start()
-            return
+            return found
         head, reply = found[1], found[3]
         if not head or not reply:
-            return
+            return found
         times = verdicts.times(head)
         if times is None:
-            return
+            return found
         written, ttl, _, _ = times
         left = (written + ttl) / 1000 - time.time()
+        lkey: Hashable = (key, tokens) if tokens else key
         self.tier.fill(lkey, (*found[:3], None), found[2].keys, ticket, left, len(reply[0]))
+        return found
 
     def missed(self, scope: Counters | None) -> None:
         self.stats.add(scope, "local_misses")
