@@ -51,6 +51,31 @@ def test_arguments_of_different_types_do_not_collide(cache: Cache) -> None:
         assert echo(value) == repr(value)
 
 
+def test_remembered_keys_keep_equal_values_of_other_types_apart(cache: Cache) -> None:
+    """A repeated call looks its key up by its arguments (exact ``int``/``str`` only): ``1 == 1.0 == True`` must
+    not let a float or a bool reuse the key of the int."""
+    from cachewise.keys import MEMO_SIZE
+
+    @cache.cached(ttl=60, key="n:{x}")
+    def show(x: object) -> str:
+        return repr(x)
+
+    @cache.cached(ttl=60)
+    def pair(a: object, b: object) -> str:
+        return repr((a, b))
+
+    for _ in range(2):
+        assert [show(v) for v in (1, 1.0, True)] == ["1", "1.0", "True"]
+        assert [pair(1, v) for v in (2, 2.0, False, "2")] == ["(1, 2)", "(1, 2.0)", "(1, False)", "(1, '2')"]
+    assert show.key_for(True) == "n:True" and show.key_for(1.0) == "n:1.0"
+    memo = show._call_key.memo  # type: ignore[attr-defined]
+    assert list(memo) == [(1,)] and type(next(iter(memo))[0]) is int  # the float and the bool were never remembered
+    assert len(pair._call_key.memo) == 2  # type: ignore[attr-defined]
+    for n in range(MEMO_SIZE + 10):  # bounded: forgotten at once past MEMO_SIZE, still right
+        assert show.key_for(n) == f"n:{n}"
+    assert len(memo) <= MEMO_SIZE
+
+
 def test_functions_with_same_name_in_different_scopes_do_not_share(cache: Cache) -> None:
     def make(result: str) -> object:
         @cache.cached(ttl=60)

@@ -18,7 +18,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 from .engine import Engine, Site, ops
 from .engine.stampede import Protection
 from .errors import ConfigurationError
-from .keys import CallKey
+from .keys import CallKey, memo_type
 from .report import Reporter
 from .ttl import TTLLike, check_jitter, resolve_ttl_ms
 
@@ -92,6 +92,11 @@ class CachedFunction(Generic[P, R]):
         self._name = self._call_key.name
         self._scope = self._cache.report.scope(self._name)
         self._self = bound_to
+        #: The keys of earlier calls by their arguments (None on a method bound to an instance: ``self`` may be in
+        #: the template).
+        self._memo: dict[tuple[Any, ...], tuple[str, tuple[str, ...]]] | None = (
+            self._call_key.memo if bound_to is None else None
+        )
         #: What every call shares (a hit builds nothing more than its key).
         self._site = Site(spec.ttl, spec.jitter, self._scope, self._name, spec.protection, self._background, spec.local)
         functools.update_wrapper(self, fn)
@@ -100,13 +105,18 @@ class CachedFunction(Generic[P, R]):
     def _args(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return args if self._self is None else (self._self, *args)
 
-    def _key_and_tags(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
-        """The call's key and its tags' tokens."""
+    def _keyed(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        """The key and tag tokens of a call: looked up in the memo when the call may be (see :func:`memo_type`),
+        else built."""
+        memo = self._memo
+        exact = memo is not None and not kwargs
+        if exact and (memo_type(type(args[0])) if len(args) == 1 else all(map(memo_type, map(type, args)))):
+            return memo.get(args) or self._call_key.memorize(args)  # type: ignore[union-attr]
         return self._call_key.key_and_tokens(self._args(args), kwargs)
 
     def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The cache key (without the namespace) of a call with these arguments."""
-        return self._key_and_tags(args, kwargs)[0]
+        return self._keyed(args, kwargs)[0]
 
     @property
     def group(self) -> str | None:
@@ -125,7 +135,7 @@ class CachedFunction(Generic[P, R]):
     # -- calls ------------------------------------------------------------------------------------------------
     def _write(self, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The flow of a write-through of ``value`` as the result of a call with these arguments."""
-        key, tags = self._key_and_tags(args, kwargs)
+        key, tags = self._keyed(args, kwargs)
         spec = self._spec
         return ops.write(
             self._cache.engine.context, key, value, spec.ttl, tags, spec.jitter, self._name,
@@ -134,7 +144,7 @@ class CachedFunction(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         fn, full = self._fn, args if self._self is None else (self._self, *args)
-        key, tags = self._call_key.key_and_tokens(full, kwargs)
+        key, tags = self._keyed(args, kwargs)
         return self._cache.engine.get_or_load(self._site, key, tags, lambda: fn(*full, **kwargs))  # type: ignore[no-any-return]
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
@@ -159,6 +169,7 @@ class CachedFunction(Generic[P, R]):
         bound = object.__new__(type(self))
         bound.__dict__.update(self.__dict__)
         bound._self = instance
+        bound._memo = None
         return bound
 
     def __repr__(self) -> str:
@@ -180,7 +191,7 @@ class AsyncCachedFunction(CachedFunction[P, R]):
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
         fn, full = self._fn, args if self._self is None else (self._self, *args)
-        key, tags = self._call_key.key_and_tokens(full, kwargs)
+        key, tags = self._keyed(args, kwargs)
         return await self._cache.engine.aget_or_load(self._site, key, tags, lambda: fn(*full, **kwargs))  # type: ignore[no-any-return]
 
     async def aset(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> bool:

@@ -31,9 +31,17 @@ import orjson
 from .errors import KeyTemplateError
 from .keyspace import tag_token
 
-__all__ = ["CallKey", "canonical", "template_fields"]
+__all__ = ["MEMO_SIZE", "CallKey", "canonical", "memo_type", "template_fields"]
 
 _FLAT = (str, int, float, bool, type(None))
+
+#: Whether an argument of this type may be looked up in :attr:`CallKey.memo`: exact ``int`` and ``str`` only.  Values
+#: of other types can be equal with another text form (``1 == 1.0 == True``, a ``str`` enum and its value), so a
+#: call with one of them builds its key.
+memo_type = frozenset({int, str}).__contains__
+
+#: How many calls' keys one function remembers (all are forgotten at once past it: no bookkeeping per call).
+MEMO_SIZE = 4096
 _formatter = string.Formatter()
 
 
@@ -137,6 +145,10 @@ class CallKey:
         self._positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD] if simple else None
         self._defaults = {p.name: p.default for p in params if p.default is not p.empty}
         self._known = known
+        #: The key and tag tokens of calls made with positional arguments of exact :func:`memo_type` types, by
+        #: their arguments (a key is a pure function of them): a repeated call looks its key up instead of binding
+        #: and filling a template again.  See :meth:`memorize`.
+        self.memo: dict[tuple[Any, ...], tuple[str, tuple[str, ...]]] = {}
 
     @property
     def group(self) -> str | None:
@@ -210,6 +222,16 @@ class CallKey:
         :meth:`tag_tokens`: what every call of a decorated function needs)."""
         arguments = self.bind(args, kwargs)
         return self.key(arguments), self._static_tokens if not self._dynamic_tags else self.tag_tokens(arguments)
+
+    def memorize(self, args: tuple[Any, ...]) -> tuple[str, tuple[str, ...]]:
+        """:meth:`key_and_tokens` of a call with positional ``args`` only, every one of a :func:`memo_type` type,
+        kept in :attr:`memo`."""
+        keyed = self.key_and_tokens(args, {})
+        memo = self.memo
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[args] = keyed
+        return keyed
 
     def _fill(self, template: str, arguments: dict[str, Any]) -> str:
         try:

@@ -114,6 +114,9 @@ class StatsRegistry:
         #: Round trips not yet folded into the counters: ``(seconds, scope)``.  The executor appends to it itself
         #: and calls :meth:`fold` past :data:`FOLD_AT` (what :meth:`roundtrip` does, without its call).
         self.pending: collections.deque[tuple[float, Counters | None]] = collections.deque()
+        #: Hits answered by the local tier, not yet folded: the scope of each (None: the namespace alone).  The
+        #: local tier's reads append to it and call :meth:`fold` past :data:`FOLD_AT` (a hit takes no lock).
+        self.local_pending: collections.deque[Counters | None] = collections.deque()
 
     def scope(self, name: str | None) -> Counters | None:
         """The counters of a function (created on first use); None for the namespace alone."""
@@ -137,14 +140,12 @@ class StatsRegistry:
                 scope.hits += 1
 
     def local_hit(self, scope: Counters | None) -> None:
-        """One hit answered by the local tier (a hit, and a local hit)."""
-        with self._lock:
-            total = self._total
-            total.hits += 1
-            total.local_hits += 1
-            if scope is not None:
-                scope.hits += 1
-                scope.local_hits += 1
+        """One hit answered by the local tier (a hit, and a local hit), queued as the local tier's reads queue
+        theirs (see :attr:`local_pending`)."""
+        pending = self.local_pending
+        pending.append(scope)
+        if len(pending) > FOLD_AT:
+            self.fold()
 
     def roundtrip(self, seconds: float, scope: Counters | None = None) -> None:
         """One server round trip of ``seconds``.  Every command pays this, so it takes no lock: it queues the round
@@ -156,12 +157,12 @@ class StatsRegistry:
             self.fold()
 
     def fold(self) -> None:
-        """Add the queued round trips to the counters now."""
+        """Add the queued round trips and local hits to the counters now."""
         with self._lock:
             self._fold()
 
     def _fold(self) -> None:
-        """Add the queued round trips to the counters (the lock held; a round trip queued meanwhile waits for the
+        """Add the queued round trips and local hits to the counters (the lock held; one queued meanwhile waits for the
         next fold: ``popleft`` never loses one)."""
         pending, total = self.pending, self._total
         while pending:
@@ -174,6 +175,17 @@ class StatsRegistry:
             if scope is not None:
                 scope.roundtrips += 1
                 scope.roundtrip_seconds += seconds
+        hits = self.local_pending
+        while hits:
+            try:
+                scope = hits.popleft()
+            except IndexError:
+                break
+            total.hits += 1
+            total.local_hits += 1
+            if scope is not None:
+                scope.hits += 1
+                scope.local_hits += 1
 
     def snapshot(self) -> CacheStats:
         with self._lock:
@@ -189,6 +201,7 @@ class StatsRegistry:
         zero = Counters()
         with self._lock:
             self.pending.clear()
+            self.local_pending.clear()
             for counters in (self._total, *self._functions.values()):
                 for f in fields(Counters):
                     setattr(counters, f.name, getattr(zero, f.name))

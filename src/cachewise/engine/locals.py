@@ -16,7 +16,7 @@ from typing import Any
 from ..entries import verdicts
 from ..local.tier import LocalTier
 from ..local.tracking import Tracker
-from ..stats import Counters, StatsRegistry
+from ..stats import FOLD_AT, Counters, StatsRegistry
 from .reads import EntryReader
 from .stampede import Protection
 
@@ -26,14 +26,14 @@ __all__ = ["LocalReads"]
 class LocalReads:
     """The local tier of one cache as its reads see it."""
 
-    __slots__ = ("_get", "_local_hit", "_refresh_due", "stats", "tier", "tracker")
+    __slots__ = ("_get", "_hits", "_refresh_due", "stats", "tier", "tracker")
 
     def __init__(self, tier: LocalTier, tracker: Tracker, stats: StatsRegistry, reader: EntryReader) -> None:
         self.tier = tier
         self.tracker = tracker
         self.stats = stats
         self._get = tier.get
-        self._local_hit = stats.local_hit
+        self._hits = stats.local_pending
         self._refresh_due = reader.refresh_due
 
     def lookup(
@@ -42,14 +42,16 @@ class LocalReads:
         """A local hit for the read of ``key`` with tag ``tokens`` (the stored ``Found``, counted), or on a miss the
         ticket under which the server's answer may fill the tier (:meth:`remember`).  With ``protection`` (a
         cache-aside call), a hit whose header says it is due for a refresh is a miss: it refreshes as a server
-        hit would, and the miss odds stay the server reads' own.  The ticket is taken before the look-up, so an
-        invalidation at any point after it refuses the fill."""
-        ticket = self.tier.seq
+        hit would, and the miss odds stay the server reads' own.  The ticket is taken before the server is read, so
+        an invalidation at any point after it refuses the fill."""
         found = self._get((key, tokens) if tokens else key)
         if found is not None and (protection is None or self._refresh_due(found[1], protection) is None):
-            self._local_hit(scope)
+            hits = self._hits  # StatsRegistry.local_hit, inline: every local hit pays it
+            hits.append(scope)
+            if len(hits) > FOLD_AT:
+                self.stats.fold()
             return found
-        return ticket
+        return self.tier.seq
 
     def remember(self, key: str, tokens: tuple[str, ...], found: Any, ticket: int, scope: Counters | None) -> Any:
         """Store ``found``, a fresh hit the server answered, under ``ticket`` (counted as a local miss); a read that
