@@ -4,9 +4,6 @@ same product page, then writes made by another process and how long until this o
 from __future__ import annotations
 
 import functools
-import json
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
@@ -14,25 +11,12 @@ from rich.console import Console
 
 from ..cache import Cache
 from ..local import LocalCache
+from ..local.delivery import measure_delivery, quantile_ms
 from .app import PRODUCT_TTL, ProductPages
 from .tables import TITLES, format_ms, new_table
 from .timing import Timings, time_calls
 
 __all__ = ["LocalResult", "local_tier"]
-
-#: The other process: writes the key ``count`` times, each value carrying the wall-clock time it was written at.
-_WRITER = r"""
-import json, sys, time
-from cachewise import Cache
-url, namespace, key, count, gap = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
-with Cache(url, namespace=namespace, default_ttl=60) as cache:
-    print("ready", flush=True)
-    sys.stdin.readline()
-    for n in range(1, count + 1):
-        cache.set(key, {"n": n, "at": time.time()})
-        time.sleep(gap)
-print(json.dumps({"written": count}), flush=True)
-"""
 
 
 @dataclass(frozen=True)
@@ -48,8 +32,7 @@ class LocalResult:
     local_hits: int
 
     def delay_ms(self, quantile: float) -> float:
-        ordered = sorted(self.delays)
-        return 1000 * ordered[max(0, min(len(ordered) - 1, round(quantile * len(ordered)) - 1))]
+        return quantile_ms(self.delays, quantile)
 
 
 def local_tier(
@@ -78,7 +61,7 @@ def local_tier(
         lru_t = time_calls(lambda: lru(product_id), hits)
         server_t = time_calls(lambda: from_server(product_id), hits)
         local_t = time_calls(lambda: from_memory(product_id), hits)
-        delays = _watch_writes(tiered, url, namespace, writes)
+        delays = measure_delivery(tiered, writes)
         local_hits = tiered.stats().total.local_hits
         tiered.clear()
 
@@ -108,35 +91,3 @@ def local_tier(
 def _coherent(cache: Cache) -> bool:
     local = cache.stats().local
     return local is not None and local.coherent
-
-
-def _watch_writes(tiered: Cache, url: str, namespace: str, count: int) -> list[float]:
-    """Start the writer and read the key from the local tier until the last write was seen; the delay of each new
-    value seen."""
-    key = "written-elsewhere"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, url, namespace, key, str(count), "0.01"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    delays: list[float] = []
-    try:
-        assert proc.stdin is not None and proc.stdout is not None
-        if proc.stdout.readline().strip() != "ready":
-            return delays
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        seen, deadline = 0, time.monotonic() + 10 + count * 0.05
-        while seen < count and time.monotonic() < deadline:
-            value = tiered.get(key)
-            if isinstance(value, dict) and value["n"] > seen:
-                delays.append(max(0.0, time.time() - value["at"]))
-                seen = value["n"]
-            time.sleep(0.0002)
-        json.loads(proc.communicate(timeout=30)[0].strip().splitlines()[-1])
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return delays
