@@ -278,3 +278,65 @@ def test_server_runs_a_shared_local_topology_until_stopped(kind: str, unique_nam
     host, port = url.split("://", 1)[1].split(",")[0].split("/")[0].rsplit(":", 1)
     with pytest.raises(redis.ConnectionError):  # nothing left listening
         redis.Redis(host=host, port=int(port), socket_connect_timeout=1).ping()
+
+
+@pytest.mark.parametrize("how", ["--port", "--unix", "--dir"])
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_server_runs_one_shared_server_until_stopped(
+    how: str, stop: str, unique_namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``cachewise server --port P`` / ``--unix PATH`` / ``--dir D``: the URL it prints is shared by two other
+    processes (one writes, one reads), and Ctrl-C (SIGINT) or SIGTERM stops it with no server process left."""
+    import signal
+    import subprocess
+    import sys
+
+    from cachewise.server.cluster import free_port
+
+    place = tmp_path_factory.mktemp("srv")
+    value = {"--port": str(free_port()), "--unix": str(place / "shared.sock"), "--dir": str(place / "data")}[how]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from cachewise.cli import main; main()", "server", how, value],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        expected = {
+            "--port": f"redis://127.0.0.1:{value}",
+            "--unix": f"unix://{value}",
+            "--dir": f"embedded://{value}",
+        }[how]
+        assert line == f"serving {expected}", line
+        url = line.split(" ", 1)[1]
+        for code in ("assert c.set('shared', 41, ttl=30)", "assert c.get('shared') == 41"):  # two other processes
+            script = f"from cachewise import Cache\nwith Cache({url!r}, namespace={unique_namespace!r}) as c:\n"
+            subprocess.run([sys.executable, "-c", script + f"    {code}\n"], check=True, timeout=60)
+        mark = {"--port": f"127.0.0.1:{value}", "--unix": value, "--dir": f"{value}/valkey.sock"}[how]
+        server_pids = _server_pids(mark)
+        assert len(server_pids) == 1, server_pids
+        proc.send_signal(getattr(signal, stop))
+        assert proc.wait(30) == 0
+        assert "stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert _server_pids(mark) == []  # no server left behind
+
+
+def _server_pids(mark: str) -> list[int]:
+    """The valkey-server processes whose command line names ``mark`` (a port or a socket path)."""
+    import os
+
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read()  # the server retitles itself: "valkey-server 127.0.0.1:P" / "unixsocket:PATH"
+        except OSError:
+            continue
+        if b"valkey-server" in cmdline.split(b"\0")[0] and mark.encode() in cmdline:
+            found.append(int(pid))
+    return found

@@ -136,9 +136,23 @@ def server(
         Path | None,
         typer.Option("--dir", help="One server: keep it in this folder (its URL is embedded:///<folder>)."),
     ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port", min=1, max=65535, help="One server: also listen on 127.0.0.1:PORT (its URL is redis://...)."
+        ),
+    ] = None,
+    unix: Annotated[
+        Path | None,
+        typer.Option("--unix", help="One server: its unix socket at this path (its URL is unix://<path>)."),
+    ] = None,
 ) -> None:
-    """Run a local server from the embedded Valkey binary until Ctrl-C, for several local processes to share; prints
-    the URL to give them (CACHEWISE_URL=... or --url ...)."""
+    """Run a local server from the embedded Valkey binary until Ctrl-C (or SIGTERM), for several local processes to
+    share (a notebook, a worker and an API on one laptop); prints the URL to give them (CACHEWISE_URL=... or
+    --url ...).
+
+    Example: cachewise server --port 6390, then CACHEWISE_URL=redis://127.0.0.1:6390 in each process.
+    """
     import signal
     import threading
 
@@ -148,20 +162,27 @@ def server(
 
     if cluster and sentinel:
         raise typer.BadParameter("choose one of --cluster and --sentinel")
+    if (cluster or sentinel) and (directory is not None or port is not None or unix is not None):
+        raise typer.BadParameter("--dir, --port and --unix are for one server, not with --cluster or --sentinel")
     running: EmbeddedCluster | EmbeddedSentinel | EmbeddedServer
     if cluster:
         running = EmbeddedCluster()
     elif sentinel:
         running = EmbeddedSentinel()
     else:
-        running = EmbeddedServer(directory)
+        running = EmbeddedServer(directory, port=port or 0, socket_path=unix)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with running:
-        url = (
-            f"embedded:///{directory.resolve()}" if directory is not None and not (cluster or sentinel) else running.url
-        )
+        if port is not None:
+            url = f"redis://127.0.0.1:{port}"
+        elif directory is not None and unix is None and not (cluster or sentinel):
+            url = f"embedded://{directory.resolve()}"  # an absolute path: embedded:///...
+        else:
+            url = running.url
         typer.echo(f"serving {url}")
+        if port is not None:
+            typer.echo(f"also on {running.url}")
         typer.echo("press Ctrl-C to stop")
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()

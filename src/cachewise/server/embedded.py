@@ -96,8 +96,11 @@ class EmbeddedServer:
         extra_args: tuple[str, ...] = (),
         port: int = 0,
         config_file: str | None = None,
+        socket_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self._requested_dir = None if directory is None else str(directory)
+        #: Where the unix socket goes, when not ``<directory>/valkey.sock`` (an absolute path).
+        self._requested_sock = None if socket_path is None else os.path.abspath(socket_path)
         #: A TCP port on 127.0.0.1 to listen on as well as the socket (0: none; a cluster node needs one).
         self.port = port
         self._binary = binary
@@ -141,14 +144,14 @@ class EmbeddedServer:
             else:
                 directory = os.path.abspath(self._requested_dir)
                 os.makedirs(directory, mode=0o700, exist_ok=True)
-            sock = os.path.join(directory, SOCKET_NAME)
+            sock = self._requested_sock or os.path.join(directory, SOCKET_NAME)
             if len(sock) > _MAX_SOCKET_PATH:
                 if self._owned_tmp is not None:
                     shutil.rmtree(self._owned_tmp, ignore_errors=True)
                     self._owned_tmp = None
                 raise EmbeddedServerError(
-                    f"the directory {directory!r} is too long for a unix socket path (limit about 100 bytes): "
-                    "use a shorter one"
+                    f"the unix socket path {sock!r} is too long (limit about 100 bytes): use a shorter directory "
+                    "or socket path"
                 )
             self.directory = directory
             if self._requested_dir is None:
