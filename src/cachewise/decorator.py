@@ -99,6 +99,12 @@ class CachedFunction(Generic[P, R]):
         )
         #: What every call shares (a hit builds nothing more than its key).
         self._site = Site(spec.ttl, spec.jitter, self._scope, self._name, spec.protection, self._background, spec.local)
+        local = self._cache.engine.local
+        #: The local tier's look-up, when this function uses one (:meth:`~cachewise.engine.locals.LocalReads.lookup`:
+        #: a local hit answers without a call into the engine).
+        self._lookup = local.lookup if local is not None and spec.local else None
+        self._record: Callable[[], int] = local.recorder(self._scope) if local is not None else int  # int: unused
+        self._protection = spec.protection
         functools.update_wrapper(self, fn)
 
     # -- keys -------------------------------------------------------------------------------------------------
@@ -143,9 +149,15 @@ class CachedFunction(Generic[P, R]):
         )  # fmt: skip
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        memo, lookup = self._memo, self._lookup
+        # _keyed's memo look-up for the commonest call (one exact int/str argument), inline: a repeat builds nothing.
+        one = memo is not None and not kwargs and len(args) == 1 and memo_type(type(args[0]))
+        key, tags = (one and memo.get(args)) or self._keyed(args, kwargs)  # type: ignore[union-attr]
+        ticket = None if lookup is None else lookup(key, tags, self._record, self._protection)
+        if type(ticket) is tuple:  # a local hit
+            return ticket[0]  # type: ignore[no-any-return]
         fn, full = self._fn, args if self._self is None else (self._self, *args)
-        key, tags = self._keyed(args, kwargs)
-        return self._cache.engine.get_or_load(self._site, key, tags, lambda: fn(*full, **kwargs))  # type: ignore[no-any-return]
+        return self._cache.engine.get_or_load(self._site, key, tags, lambda: fn(*full, **kwargs), ticket)  # type: ignore[no-any-return]
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Delete the cached result of a call with these arguments; True when there was one."""
@@ -190,9 +202,14 @@ class AsyncCachedFunction(CachedFunction[P, R]):
             self._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
+        memo, lookup = self._memo, self._lookup
+        one = memo is not None and not kwargs and len(args) == 1 and memo_type(type(args[0]))
+        key, tags = (one and memo.get(args)) or self._keyed(args, kwargs)  # type: ignore[union-attr]
+        ticket = None if lookup is None else lookup(key, tags, self._record, self._protection)
+        if type(ticket) is tuple:
+            return ticket[0]  # type: ignore[no-any-return]
         fn, full = self._fn, args if self._self is None else (self._self, *args)
-        key, tags = self._keyed(args, kwargs)
-        return await self._cache.engine.aget_or_load(self._site, key, tags, lambda: fn(*full, **kwargs))  # type: ignore[no-any-return]
+        return await self._cache.engine.aget_or_load(self._site, key, tags, lambda: fn(*full, **kwargs), ticket)  # type: ignore[no-any-return]
 
     async def aset(self, value: Any, /, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Async :meth:`set` (write-through)."""

@@ -130,6 +130,29 @@ def test_decorated_functions_use_it_unless_they_opt_out(local_cache: Cache, othe
     assert until(lambda: on(1) == 1 and calls["on"] == 2)
 
 
+@pytest.mark.parametrize("beta", [0.0001, 5000.0])
+def test_xfetch_still_decides_local_hits_near_expiry(local_cache: Cache, beta: float) -> None:
+    """A local hit is judged by XFetch from the entry's header as a server hit is: with a large ``early_refresh``
+    (the entry is always within XFETCH_HORIZON × beta × load of its expiry) hits refresh early; with a tiny one
+    (always far from it) they are served from memory without a draw, and never refresh."""
+    loads = [0]
+
+    @local_cache.cached(ttl=30, key="xf:{x}", early_refresh=beta)
+    def slow(x: int) -> int:
+        loads[0] += 1
+        time.sleep(0.02)  # a load time the header records (ms)
+        return x
+
+    assert slow(1) == 1
+    for _ in range(300):
+        assert slow(1) == 1
+    total = local_cache.stats().total
+    if beta > 1:
+        assert total.early_refreshes >= 1 and loads[0] >= 2  # p ≈ e^(-30 s / (5000 × 20 ms)) ≈ 0.7 per hit
+    else:
+        assert (total.early_refreshes, loads[0]) == (0, 1) and total.local_hits >= 250
+
+
 def test_the_read_that_raced_an_invalidation_does_not_keep_the_old_value(
     local_cache: Cache, server_url: str, mode: Mode
 ) -> None:

@@ -59,7 +59,7 @@ class Engine:
     def read(self, key: str, tokens: tuple[str, ...] = (), scope: Counters | None = None, stale: bool = False) -> Found:
         """One read of ``key`` (counted): ``(value or MISSING, header, plan, reply)``; fails open."""
         local = self.local
-        ticket = None if local is None else local.lookup(key, tokens, scope)  # a Found on a local hit
+        ticket = None if local is None else local.lookup(key, tokens, local.recorder(scope))  # a Found on a hit
         if type(ticket) is tuple:
             return ticket
         plan = self.context.read_plan(key, tokens)
@@ -73,7 +73,7 @@ class Engine:
     ) -> Found:
         """Async :meth:`read`."""
         local = self.local
-        ticket = None if local is None else local.lookup(key, tokens, scope)
+        ticket = None if local is None else local.lookup(key, tokens, local.recorder(scope))
         if type(ticket) is tuple:
             return ticket
         plan = self.context.read_plan(key, tokens)
@@ -84,14 +84,18 @@ class Engine:
             found = await self.driver.arun(found)
         return found if ticket is None else local.remember(key, tokens, found, ticket, scope)  # type: ignore[union-attr,no-any-return]
 
-    def get_or_load(self, site: Site, key: str, tokens: tuple[str, ...], loader: Callable[[], Any]) -> Any:
+    def get_or_load(
+        self, site: Site, key: str, tokens: tuple[str, ...], loader: Callable[[], Any], ticket: int | None = None
+    ) -> Any:
         """Cache-aside for a call from ``site``: the value of a fresh hit, else what the flow after the read returns
         (loading it if needed).  When a miss is likely, the read takes the lease too
-        (:mod:`cachewise.engine.firstread`)."""
+        (:mod:`cachewise.engine.firstread`).  ``ticket``: what the caller's own look-up in the local tier
+        (:meth:`LocalReads.lookup`, for ``site``) handed out on a miss, when it looked already."""
         ctx, local = self.context, self.local
-        ticket = None if local is None or not site.local else local.lookup(key, tokens, site.scope, site.protection)
-        if type(ticket) is tuple:
-            return ticket[0]
+        if ticket is None and local is not None and site.local:
+            ticket = local.lookup(key, tokens, local.recorder(site.scope), site.protection)
+            if type(ticket) is tuple:
+                return ticket[0]
         plan = ctx.read_plan(key, tokens)
         command, ask = first_command(ctx, site, plan)
         found, lease = first_found(ctx, plan, ask, self.executor.attempt(command, site.scope), site.scope)
@@ -102,13 +106,16 @@ class Engine:
             return found[0]
         return self.driver.run(reload(ctx, site.request(key, tokens), found, lease, why), loader, site.where)
 
-    async def aget_or_load(self, site: Site, key: str, tokens: tuple[str, ...], loader: Callable[[], Any]) -> Any:
+    async def aget_or_load(
+        self, site: Site, key: str, tokens: tuple[str, ...], loader: Callable[[], Any], ticket: int | None = None
+    ) -> Any:
         """Async :meth:`get_or_load` (``loader`` may be async; a refresh runs in the background when ``site`` says
         so)."""
         ctx, local = self.context, self.local
-        ticket = None if local is None or not site.local else local.lookup(key, tokens, site.scope, site.protection)
-        if type(ticket) is tuple:
-            return ticket[0]
+        if ticket is None and local is not None and site.local:
+            ticket = local.lookup(key, tokens, local.recorder(site.scope), site.protection)
+            if type(ticket) is tuple:
+                return ticket[0]
         plan = ctx.read_plan(key, tokens)
         command, ask = first_command(ctx, site, plan)
         found, lease = first_found(ctx, plan, ask, await self.executor.aattempt(command, site.scope), site.scope)

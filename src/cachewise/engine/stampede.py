@@ -88,6 +88,12 @@ class ProtectionOverrides(TypedDict, total=False):
     max_wait: float | None
 
 
+#: How far before an entry's expiry, in units of ``beta × load time``, XFetch can fire at all in practice: it fires when
+#: ``-ln(u) ≥ (expiry - now) / (beta × load)``, and ``-ln(u) ≥ 40`` has probability e^-40 ≈ 4e-18.  A read further
+#: from expiry than that needs no draw (the local tier's hits skip it so).
+XFETCH_HORIZON = 40.0
+
+
 def xfetch_due(now_ms: float, written_ms: int, ttl_ms: int, load_ms: int, beta: float, u: float) -> bool:
     """Whether this read should refresh the entry early (``u`` uniform in (0, 1])."""
     if beta <= 0 or load_ms <= 0:
