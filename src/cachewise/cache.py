@@ -353,7 +353,9 @@ class Cache:
         snapshot = self._stats.snapshot()
         breaker = self.executor.breaker
         local = None if self._local is None else self._local.tier.stats()
-        return CacheStats(snapshot.namespace, snapshot.total, snapshot.functions, breaker.state, breaker.opens, local)
+        return CacheStats(
+            snapshot.namespace, snapshot.total, snapshot.functions, breaker.state, breaker.opens, local, snapshot.limits
+        )
 
     def reset_stats(self) -> None:
         self._stats.reset()

@@ -20,7 +20,7 @@ __all__ = ["Reporter"]
 class Reporter:
     """Counters, failures and warnings of one cache, for the components built on it."""
 
-    __slots__ = ("_breaker", "_errors", "_stats", "fold", "pending", "roundtrip")
+    __slots__ = ("_breaker", "_errors", "_stats", "decisions", "fold", "pending", "roundtrip")
 
     def __init__(self, stats: StatsRegistry, errors: ErrorLog, breaker: CircuitBreaker) -> None:
         self._stats = stats
@@ -33,6 +33,14 @@ class Reporter:
         #: ``pending``, and call ``fold()`` once it is longer than :data:`~cachewise.stats.FOLD_AT`.
         self.pending = stats.pending
         self.fold = stats.fold
+        #: Rate-limit decisions, queued: append ``(limiter name, allowed)`` and call ``fold()`` past
+        #: :data:`~cachewise.stats.FOLD_AT` (:meth:`~cachewise.stats.StatsRegistry.decided`, inline).
+        self.decisions = stats.decisions
+
+    @property
+    def registry(self) -> StatsRegistry:
+        """The counters themselves (for exporters: :mod:`cachewise.metrics`)."""
+        return self._stats
 
     def scope(self, name: str) -> Counters | None:
         """The counters of one component or function (``stats().functions[name]``), created on first use."""

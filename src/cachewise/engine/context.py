@@ -138,8 +138,7 @@ class Context:
 
     def loaded(self, req: Request, seconds: float, *, leased: bool) -> None:
         """A load of ``req`` took ``seconds``."""
-        self.stats.add(req.scope, "loads")
-        self.stats.add(req.scope, "load_seconds", seconds)
+        self.stats.loaded(req.scope, seconds)
         if leased:
             self.stats.add(req.scope, "leases")
         times = self._load_times.get(req.where)

@@ -223,7 +223,8 @@ def _single_flight(ctx: Context, req: Request, known: list[Any], first: FirstLea
     lease_ms = ctx.lease_ms(req) if first is None else first.lease_ms
     deadline = time.monotonic() + req.protection.wait_budget(lease_ms)
     joined: Joined = yield Join(plan.entry, deadline - time.monotonic())
-    if not joined.lead:  # another caller here was loading it: take its stored value, or read the key once
+    waited = not joined.lead  # counted once per read, however many rounds it takes
+    if waited:  # another caller here was loading it: take its stored value, or read the key once
         stats.add(scope, "waits")
         if joined.payload is not None:
             found = reader.shared(plan.entry, joined.payload, scope)
@@ -268,7 +269,9 @@ def _single_flight(ctx: Context, req: Request, known: list[Any], first: FirstLea
         if left <= 0:  # the holders keep failing or hanging: load for ourselves, and do not store
             stats.add(scope, "wait_timeouts")
             return (yield from _load(ctx, req, None))
-        stats.add(scope, "waits")
+        if not waited:
+            stats.add(scope, "waits")
+            waited = True
         if not listening:
             # First wait of this cache: subscribe now (not before the lease: the holder must not pay for it), then
             # read once more, since the value may have landed while we were subscribing.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, InvalidationError
 from ..executor import Failed
+from ..stats import FOLD_AT
 from ..transport.command import Command
 from ..transport.scripts import Script
 from .policy import ON_ERROR, Decision, Limit, decide, degraded, hit_args, identity_token, resolve_limits
@@ -76,6 +77,8 @@ class RateLimiter:
         self._key_memo: dict[str, list[str]] = {}
         self._hit1_memo: dict[str, Command] = {}
         self._operation = f"ratelimit {name} ({'allowing' if on_error == 'allow' else 'refusing'} requests)"
+        self._decisions = cache.report.decisions
+        self._fold = cache.report.fold
 
     @property
     def limits(self) -> tuple[Limit, ...]:
@@ -149,7 +152,12 @@ class RateLimiter:
         except (KeyError, TypeError):
             command = self._hit(identity, cost)
         reply = self._executor.attempt(command)
-        return self._degraded(cost) if type(reply) is Failed else decide(reply, self._limits)
+        decision = self._degraded(cost) if type(reply) is Failed else decide(reply, self._limits)
+        decisions = self._decisions  # StatsRegistry.decided, inline: every hit pays it
+        decisions.append((self._name, decision.allowed))
+        if len(decisions) > FOLD_AT:
+            self._fold()
+        return decision
 
     def peek(self, identity: str) -> Decision:
         """What a hit of cost 1 by ``identity`` would get now, without counting anything (``remaining`` is what is
@@ -164,7 +172,12 @@ class RateLimiter:
     async def ahit(self, identity: str, cost: int = 1) -> Decision:
         """Async :meth:`hit`."""
         reply = await self._executor.aattempt(self._hit(identity, cost))
-        return self._degraded(cost) if type(reply) is Failed else decide(reply, self._limits)
+        decision = self._degraded(cost) if type(reply) is Failed else decide(reply, self._limits)
+        decisions = self._decisions  # StatsRegistry.decided, inline: every hit pays it
+        decisions.append((self._name, decision.allowed))
+        if len(decisions) > FOLD_AT:
+            self._fold()
+        return decision
 
     async def apeek(self, identity: str) -> Decision:
         """Async :meth:`peek`."""
