@@ -251,8 +251,6 @@ def test_server_runs_a_shared_local_topology_until_stopped(kind: str, unique_nam
     import subprocess
     import sys
 
-    from cachewise import Cache
-
     proc = subprocess.Popen(
         [sys.executable, "-c", "from cachewise.cli import main; main()", "server", kind],
         stdout=subprocess.PIPE,
@@ -263,14 +261,8 @@ def test_server_runs_a_shared_local_topology_until_stopped(kind: str, unique_nam
         line = proc.stdout.readline().strip()
         assert line.startswith("serving redis+"), line
         url = line.split(" ", 1)[1]
-        writer = f"from cachewise import Cache\nwith Cache({url!r}, namespace={unique_namespace!r}) as c:\n"
-        writer += "    assert c.set('shared', 41, ttl=30)\n"
-        subprocess.run([sys.executable, "-c", writer], check=True, timeout=60)
-        with Cache(url, namespace=unique_namespace) as cache:
-            assert cache.get("shared") == 41  # written by another process
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-        assert "stopped" in proc.stdout.read()
+        _shared_by_two_processes(url, unique_namespace)
+        _stops_on(proc, signal.SIGTERM)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -309,21 +301,30 @@ def test_server_runs_one_shared_server_until_stopped(
             "--dir": f"embedded://{value}",
         }[how]
         assert line == f"serving {expected}", line
-        url = line.split(" ", 1)[1]
-        for code in ("assert c.set('shared', 41, ttl=30)", "assert c.get('shared') == 41"):  # two other processes
-            script = f"from cachewise import Cache\nwith Cache({url!r}, namespace={unique_namespace!r}) as c:\n"
-            subprocess.run([sys.executable, "-c", script + f"    {code}\n"], check=True, timeout=60)
+        _shared_by_two_processes(line.split(" ", 1)[1], unique_namespace)
         mark = {"--port": f"127.0.0.1:{value}", "--unix": value, "--dir": f"{value}/valkey.sock"}[how]
         server_pids = _server_pids(mark)
         assert len(server_pids) == 1, server_pids
-        proc.send_signal(getattr(signal, stop))
-        assert proc.wait(30) == 0
-        assert "stopped" in proc.stdout.read()
+        _stops_on(proc, getattr(signal, stop))
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
     assert _server_pids(mark) == []  # no server left behind
+
+
+def _shared_by_two_processes(url: str, namespace: str) -> None:
+    """One process writes a key at ``url``, another one reads it back."""
+    for code in ("assert c.set('shared', 41, ttl=30)", "assert c.get('shared') == 41"):
+        script = f"from cachewise import Cache\nwith Cache({url!r}, namespace={namespace!r}) as c:\n    {code}\n"
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def _stops_on(proc: subprocess.Popen[str], signum: int) -> None:
+    """``cachewise server`` (``proc``) stops cleanly on ``signum``."""
+    proc.send_signal(signum)
+    assert proc.wait(30) == 0
+    assert "stopped" in proc.stdout.read()
 
 
 def _server_pids(mark: str) -> list[int]:

@@ -125,6 +125,16 @@ class RateLimiter:
         """The decision a reply means; a failure (already counted and logged) follows ``on_error``."""
         return self._degraded(cost) if type(reply) is Failed else decide(reply, self._limits)
 
+    def _counted(self, reply: Any, cost: int) -> Decision:
+        """The decision of a hit's reply (:meth:`_decided`, inline), counted in the cache's stats
+        (``stats().limits[name]``; :meth:`~cachewise.stats.StatsRegistry.decided`, inline)."""
+        decision = self._degraded(cost) if type(reply) is Failed else decide(reply, self._limits)
+        decisions = self._decisions
+        decisions.append((self._name, decision.allowed))
+        if len(decisions) > FOLD_AT:
+            self._fold()
+        return decision
+
     def _degraded(self, cost: int) -> Decision:
         """The decision when the server did not answer (the failure already counted and logged): ``on_error``'s."""
         return degraded(self._limits, self.on_error == "allow", cost, self._executor.breaker.reset_timeout)
@@ -151,13 +161,7 @@ class RateLimiter:
             command = self._hit1_memo[identity] if cost == 1 and type(cost) is int else self._hit(identity, cost)
         except (KeyError, TypeError):
             command = self._hit(identity, cost)
-        reply = self._executor.attempt(command)
-        decision = self._degraded(cost) if type(reply) is Failed else decide(reply, self._limits)
-        decisions = self._decisions  # StatsRegistry.decided, inline: every hit pays it
-        decisions.append((self._name, decision.allowed))
-        if len(decisions) > FOLD_AT:
-            self._fold()
-        return decision
+        return self._counted(self._executor.attempt(command), cost)
 
     def peek(self, identity: str) -> Decision:
         """What a hit of cost 1 by ``identity`` would get now, without counting anything (``remaining`` is what is
@@ -171,13 +175,7 @@ class RateLimiter:
 
     async def ahit(self, identity: str, cost: int = 1) -> Decision:
         """Async :meth:`hit`."""
-        reply = await self._executor.aattempt(self._hit(identity, cost))
-        decision = self._degraded(cost) if type(reply) is Failed else decide(reply, self._limits)
-        decisions = self._decisions  # StatsRegistry.decided, inline: every hit pays it
-        decisions.append((self._name, decision.allowed))
-        if len(decisions) > FOLD_AT:
-            self._fold()
-        return decision
+        return self._counted(await self._executor.aattempt(self._hit(identity, cost)), cost)
 
     async def apeek(self, identity: str) -> Decision:
         """Async :meth:`peek`."""
